@@ -1,0 +1,80 @@
+"""BatchNorm statistics: guarding the full network's running statistics during sub-network
+passes, and recalibrating them (reset, then re-estimate on training images) for evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+BN_MODES = ("recalibrated", "running")
+
+
+def bn_layers(module: nn.Module) -> list[_BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Inside, BN layers in train mode still normalise with batch statistics but leave
+    their running statistics (and counters) untouched.
+
+    A sub-network's forward sees activations of a different path; letting it update the
+    shared running statistics would corrupt the full network's (seen on digits: 98.4 % ->
+    94.4 %). Disabling ``track_running_stats`` makes BatchNorm pass no running buffers to
+    ``F.batch_norm`` in train mode, which is exactly "normalise, don't record"."""
+    layers = [m for m in bn_layers(module) if m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def bn_state(module: nn.Module) -> list[tuple[torch.Tensor, ...]]:
+    """A copy of every BN layer's running statistics, in module order."""
+    return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bn_layers(module)]
+
+
+def load_bn_state(module: nn.Module, state: list[tuple[torch.Tensor, ...]]) -> None:
+    for m, (mean, var, count) in zip(bn_layers(module), state):
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+        m.num_batches_tracked.copy_(count)
+
+
+@contextmanager
+def calibration_mode(module: nn.Module) -> Iterator[None]:
+    """Reset BN running statistics and accumulate a plain average over the batches that
+    follow (momentum=None); only BN layers are in train mode, so dropout stays off. On exit
+    the module is back in eval mode with the new statistics."""
+    layers = bn_layers(module)
+    momenta = [m.momentum for m in layers]
+    module.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        yield
+    finally:
+        for m, mom in zip(layers, momenta):
+            m.momentum = mom
+        module.eval()
+
+
+@contextmanager
+def preserved_bn_state(module: nn.Module) -> Iterator[None]:
+    """Restore the BN running statistics on exit (evaluation must not change the model)."""
+    saved = bn_state(module)
+    was_training = module.training
+    try:
+        yield
+    finally:
+        load_bn_state(module, saved)
+        module.train(was_training)

@@ -1,0 +1,167 @@
+"""Training configuration: one typed dataclass. Command-line flags are generated from its
+fields (``kl_weight`` <-> ``--kl-weight``), a YAML file may set any of them, flags override
+the file, and the resolved configuration is written into every run folder and checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+MODES = ("st", "ct", "individual")
+AMP = ("none", "bf16", "fp16")
+EVAL_BN = ("both", "recalibrated", "running")
+
+
+def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    mode: str = _opt("st", "st: stimulative training; ct: common training (no KL); individual: train --subnet alone", MODES)
+    model: str = _opt("resnet20", "registered model name (see `stimulative models`)")
+    dataset: str = _opt("digits", "digits (shipped with scikit-learn), cifar10, cifar100 or imagefolder")
+    data_root: str = _opt("data", "folder holding cifar-10-batches-py / cifar-100-python, or train/ and val/ for imagefolder")
+    download: bool = _opt(False, "download CIFAR into --data-root if it is missing")
+    train_fraction: float = _opt(1.0, "seeded, stratified fraction of the training split to use")
+    augment: bool = _opt(False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)")
+    image_size: int = _opt(224, "imagefolder crop size")
+    # optimisation (paper's CIFAR recipe, shorter)
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(64, "global batch size (all ranks together)")
+    lr: float = _opt(0.05, "peak learning rate for the global batch (cosine decay)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(3e-5, "weight decay")
+    warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up, in epochs")
+    label_smoothing: float = _opt(0.0, "label smoothing of the main cross-entropy")
+    # stimulative training
+    kl_weight: float = _opt(1.0, "lambda of Eq. 1: weight of each sub-network's KL term (ct forces 0)")
+    temperature: float = _opt(1.0, "softmax temperature T of the KL (the term is scaled by T^2)")
+    kl: str = _opt("kl", "kl: KL of the softened outputs; kl-direction: ST++'s KL of layer-normalised logits", ("kl", "kl-direction"))
+    kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
+    subnets_per_step: int = _opt(1, "sub-networks sampled per step, each adding its KL term")
+    sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
+    min_depths: str = _opt("", "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3 (default: 1 per stage)")
+    subnet: str = _opt("", "individual mode: the sub-network to train alone, e.g. 1,1,1")
+    # evaluation
+    eval_bn: str = _opt("both", "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both", EVAL_BN)
+    calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
+    eval_subnets: int = _opt(1000, "evaluate every sub-network of the space, or a seeded sample of this many if larger")
+    eval_batch_size: int = _opt(500, "batch size for evaluation and recalibration")
+    # running
+    seed: int = _opt(0, "seed of everything: initialisation, data order, sampled sub-networks")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
+    amp: str = _opt("none", "mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a grad scaler)", AMP)
+    deterministic: bool = _opt(True, "deterministic algorithms (bit-exact resume on CPU); off enables cudnn.benchmark")
+    workers: int = _opt(2, "data loader worker processes (CIFAR/ImageNet)")
+    log_every: int = _opt(50, "steps between logged training losses")
+    checkpoint_every: int = _opt(0, "steps between checkpoints besides the one at each epoch end (0: epochs only)")
+    out: str = _opt("", "run folder (default: runs/<mode>-<model>-<dataset>-s<seed>)")
+    resume: bool = _opt(False, "continue the run in --out from its last checkpoint")
+    force: bool = _opt(False, "start over in an --out folder that already holds a run")
+    progress: bool = _opt(True, "show progress bars")
+
+    def run_dir(self) -> str:
+        return self.out or os.path.join("runs", f"{self.mode}-{self.model}-{self.dataset}-s{self.seed}")
+
+    def effective_kl_weight(self) -> float:
+        return self.kl_weight if self.mode == "st" else 0.0
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first impossible value."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"unknown {f.name.replace('_', '-')} {value!r}; choose from {', '.join(choices)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        positive = ("epochs", "batch_size", "lr", "temperature", "subnets_per_step", "calib_images", "eval_subnets", "eval_batch_size", "log_every", "image_size", "kl_amplitude")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "kl_weight", "workers", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if self.mode == "individual" and not self.subnet:
+            raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
+        if self.resume and self.force:
+            raise ValueError("--resume continues a run and --force starts it over; choose one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """One flag per dataclass field; defaults stay None so we can tell what was given."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file of options; flags given here override it")
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def resolve_config(args: argparse.Namespace, cls: type = TrainConfig) -> TrainConfig:
+    """Dataclass defaults, then the YAML file, then the flags given on the command line."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_yaml_options(args.config, cls))
+    for f in fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls(**values).validate()
+
+
+def load_yaml_options(path: str, cls: type = TrainConfig) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as e:
+        raise ValueError(f"cannot read config {path!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path!r} must be a mapping of option: value")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ValueError(f"config {path!r}: unknown option {key!r}")
+        out[name] = _coerce(value, known[name], path)
+    return out
+
+
+def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"config {path!r}: {f.name} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a saved configuration (unknown keys from other versions are ignored)."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,240 @@
+"""Data sets: ``digits`` (scikit-learn's 1,797 real 8x8 handwritten digits, shipped with the
+package), ``cifar10``/``cifar100`` (torchvision, from a local root) and ``imagefolder``
+(ImageNet-style ``train/`` and ``val/`` folders).
+
+Every data set yields the same thing: a :class:`DataSource` whose training batches follow a
+permutation that is a pure function of ``(seed, epoch)``, so a run resumed in the middle of
+an epoch sees exactly the batches it would have seen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A data set cannot be used as asked; the message says what to do."""
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a seeded, stratified ``fraction`` of the examples (at least one per class)."""
+    if not 0.0 < fraction <= 1.0:
+        raise DataError(f"train fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(rng.choice(idx, max(1, round(fraction * len(idx))), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch in the order of :func:`epoch_permutation`, from batch ``start``."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int = 0) -> None:
+        self.order = epoch_permutation(n, seed, epoch)[start:].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+@dataclass
+class DataSource:
+    """Training and evaluation batches of one data set.
+
+    ``train`` and ``test`` are map-style datasets of ``(image tensor, label)``;
+    ``calibration`` holds training images with test-time transforms (for BN recalibration)."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    calibration: Dataset
+    num_classes: int
+    in_chans: int
+    image_size: int
+    in_memory: bool = False  # small tensors kept whole: index them, skip DataLoader workers
+    augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
+
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from batch ``start`` on (the last partial batch is dropped)."""
+        n = len(self.train)
+        if self.in_memory:
+            x_all, y_all = self.train.tensors
+            order = epoch_permutation(n, seed, epoch)
+            gen = torch.Generator().manual_seed(seed * 104_729 + epoch)
+            for b in range(start, n // batch_size):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = x_all[idx]
+                if self.augment is not None:
+                    x = self.augment(x, gen)
+                yield x.to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
+            return
+        loader = DataLoader(
+            self.train,
+            batch_size=batch_size,
+            sampler=EpochSampler(n, seed, epoch, start * batch_size),
+            num_workers=workers,
+            pin_memory=device.startswith("cuda"),
+            drop_last=True,
+            generator=torch.Generator().manual_seed(seed * 104_729 + epoch),  # worker seeds
+            persistent_workers=False,
+        )
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train) // batch_size
+
+    def eval_batches(
+        self, dataset: Dataset, batch_size: int, workers: int = 0, device: str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``dataset`` in order, in batches, moved to ``device``."""
+        if isinstance(dataset, TensorData):
+            x_all, y_all = dataset.tensors
+            for i in range(0, len(y_all), batch_size):
+                yield x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+            return
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"))
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def calibration_inputs(
+        self, count: int, batch_size: int, seed: int, workers: int = 0, device: str = "cpu"
+    ) -> list[torch.Tensor]:
+        """Up to ``count`` training images (a seeded choice, no augmentation), in batches on
+        ``device``: the images BN statistics are re-estimated on."""
+        idx = epoch_permutation(len(self.calibration), seed, -1)[:count]
+        if isinstance(self.calibration, TensorData):
+            x_all, y_all = self.calibration.tensors
+            subset: Dataset = TensorData(x_all[idx], y_all[idx])
+        else:
+            subset = Subset(self.calibration, idx.tolist())
+        return [x for x, _ in self.eval_batches(subset, batch_size, workers, device)]
+
+
+class TensorData(Dataset):
+    """A dataset held as two tensors (images, labels)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.tensors = (x, y)
+
+    def __len__(self) -> int:
+        return len(self.tensors[1])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors[0][i], self.tensors[1][i]
+
+
+def random_shift(pad: int):
+    """Random translation by up to ``pad`` pixels (zero padding then a random crop), per image."""
+
+    def apply(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
+        return padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+
+    return apply
+
+
+def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = False) -> DataSource:
+    """scikit-learn's digits: a fixed stratified 75/25 split (independent of the run's seed),
+    pixels scaled to [0, 1] then standardised with the training split's mean and std."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32) / 16.0
+    y = digits.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+    keep = stratified_fraction(y_tr, train_fraction, seed)
+    x_tr, y_tr = x_tr[keep], y_tr[keep]
+    mean, std = float(x_tr.mean()), float(x_tr.std())
+    as_tensor = lambda a: torch.from_numpy((a - mean) / std)[:, None]  # (N, 1, 8, 8)  # noqa: E731
+    train = TensorData(as_tensor(x_tr), torch.from_numpy(y_tr))
+    test = TensorData(as_tensor(x_te), torch.from_numpy(y_te))
+    return DataSource("digits", train, test, train, 10, 1, 8, in_memory=True, augment=random_shift(1) if augment else None)
+
+
+def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False) -> DataSource:
+    """CIFAR-10/100 from torchvision's on-disk format under ``root``; random crop (pad 4) and
+    horizontal flip for training, as in the paper."""
+    from torchvision import datasets, transforms
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    norm = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
+    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+    test_tf = transforms.Compose([transforms.ToTensor(), norm])
+    try:
+        train = cls(root, train=True, transform=train_tf, download=download)
+        test = cls(root, train=False, transform=test_tf)
+        calib = cls(root, train=True, transform=test_tf)
+    except RuntimeError as e:
+        raise DataError(
+            f"{name} not found under {root!r} ({e}); put the extracted python version there "
+            f"(e.g. {root}/{cls.base_folder}) or pass --download to fetch it"
+        ) from None
+    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
+    num_classes = 10 if name == "cifar10" else 100
+    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, 32)
+
+
+def load_imagefolder(root: str, seed: int, train_fraction: float = 1.0, image_size: int = 224) -> DataSource:
+    """ImageNet-style folders ``root/train/<class>/*`` and ``root/val/<class>/*``: random
+    resized crop and flip for training, resize then centre crop for evaluation."""
+    from torchvision import datasets, transforms
+
+    for split in ("train", "val"):
+        path = os.path.join(root, split)
+        if not os.path.isdir(path):
+            raise DataError(f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/")
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+    resize = int(round(image_size / 0.875))
+    test_tf = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm])
+    try:
+        train = datasets.ImageFolder(os.path.join(root, "train"), train_tf)
+        test = datasets.ImageFolder(os.path.join(root, "val"), test_tf)
+        calib = datasets.ImageFolder(os.path.join(root, "train"), test_tf)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"cannot read image folder {root!r}: {e}") from None
+    if train.classes != test.classes:
+        raise DataError(f"{root}/train and {root}/val have different classes")
+    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
+    return DataSource("imagefolder", Subset(train, keep), test, Subset(calib, keep), len(train.classes), 3, image_size)
+
+
+def load_data(
+    name: str, root: str = "data", seed: int = 0, train_fraction: float = 1.0, download: bool = False,
+    augment: bool = False, image_size: int = 224,
+) -> DataSource:
+    if name == "digits":
+        return load_digits_data(seed, train_fraction, augment)
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, root, seed, train_fraction, download)
+    if name == "imagefolder":
+        return load_imagefolder(root, seed, train_fraction, image_size)
+    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
