@@ -179,26 +179,71 @@ def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = Fal
     return DataSource("digits", train, test, train, 10, 1, 8, in_memory=True, augment=random_shift(1) if augment else None)
 
 
+CIFAR_FOLDERS = {"cifar10": ("cifar-10-batches-bin", "cifar-10-batches-py"), "cifar100": ("cifar-100-binary", "cifar-100-python")}
+CIFAR_BIN_FILES = {
+    "cifar10": (["data_batch_%d.bin" % i for i in range(1, 6)], ["test_batch.bin"], 1),
+    "cifar100": (["train.bin"], ["test.bin"], 2),
+}
+
+
+class CifarBinary(Dataset):
+    """CIFAR's binary on-disk format: fixed-size records of label byte(s) then 3072 pixel
+    bytes (channel-major 32x32). Read without unpickling anything. For CIFAR-100 the second
+    label byte is the fine label."""
+
+    def __init__(self, files: list[str], label_bytes: int, transform) -> None:
+        record = label_bytes + 3072
+        chunks = []
+        for f in files:
+            raw = np.fromfile(f, dtype=np.uint8)
+            if raw.size == 0 or raw.size % record:
+                raise DataError(f"{f!r} is not a CIFAR binary file ({raw.size} bytes is not a multiple of {record})")
+            chunks.append(raw.reshape(-1, record))
+        data = np.concatenate(chunks)
+        self.targets = data[:, label_bytes - 1].astype(np.int64).tolist()
+        self.images = data[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, H, W, C)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), self.targets[i]
+
+
 def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False) -> DataSource:
-    """CIFAR-10/100 from torchvision's on-disk format under ``root``; random crop (pad 4) and
-    horizontal flip for training, as in the paper."""
+    """CIFAR-10/100 under ``root``: the binary version (``cifar-10-batches-bin``,
+    ``cifar-100-binary``, read directly) or the python version through torchvision (whose
+    files it checks against the official checksums). Random crop (pad 4) and horizontal
+    flip for training, as in the paper."""
     from torchvision import datasets, transforms
 
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     norm = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
     train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
     test_tf = transforms.Compose([transforms.ToTensor(), norm])
-    try:
-        train = cls(root, train=True, transform=train_tf, download=download)
-        test = cls(root, train=False, transform=test_tf)
-        calib = cls(root, train=True, transform=test_tf)
-    except RuntimeError as e:
-        raise DataError(
-            f"{name} not found under {root!r} ({e}); put the extracted python version there "
-            f"(e.g. {root}/{cls.base_folder}) or pass --download to fetch it"
-        ) from None
-    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
+    binary, python = (os.path.join(root, f) for f in CIFAR_FOLDERS[name])
     num_classes = 10 if name == "cifar10" else 100
+    if os.path.isdir(binary):
+        train_files, test_files, label_bytes = CIFAR_BIN_FILES[name]
+        missing = [f for f in train_files + test_files if not os.path.isfile(os.path.join(binary, f))]
+        if missing:
+            raise DataError(f"{binary!r} lacks {', '.join(missing)}; extract the complete binary archive there")
+        make = lambda files, tf: CifarBinary([os.path.join(binary, f) for f in files], label_bytes, tf)  # noqa: E731
+        train, test, calib = make(train_files, train_tf), make(test_files, test_tf), make(train_files, test_tf)
+    else:
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        try:
+            train = cls(root, train=True, transform=train_tf, download=download)
+            test = cls(root, train=False, transform=test_tf)
+            calib = cls(root, train=True, transform=test_tf)
+        except RuntimeError:
+            raise DataError(
+                f"{name} not found under {root!r}: extract the official archive there (giving {binary} or {python}), "
+                f"or pass --download to fetch it"
+            ) from None
+    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
     return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, 32)
 
 

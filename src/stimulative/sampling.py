@@ -160,6 +160,9 @@ class SamplingSpace:
                 f"{len(min_depths)} minimum depths given for {len(arch.stage_sizes)} stages "
                 f"(stage sizes {list(arch.stage_sizes)})"
             )
+        for s, (m, n) in enumerate(zip(min_depths, arch.stage_sizes)):
+            if not 0 <= m <= n:
+                raise ValueError(f"impossible depth {m} in stage {s}: the stage has {n} blocks")
         return cls(tuple(tuple(range(m, n + 1)) for m, n in zip(min_depths, arch.stage_sizes))).checked(arch)
 
     def checked(self, arch: Architecture) -> SamplingSpace:
