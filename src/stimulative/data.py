@@ -44,10 +44,19 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.nd
 
 
 class EpochSampler(Sampler[int]):
-    """Indices of one epoch in the order of :func:`epoch_permutation`, from batch ``start``."""
+    """Indices of one epoch in the order of :func:`epoch_permutation`, from index ``start``.
 
-    def __init__(self, n: int, seed: int, epoch: int, start: int = 0) -> None:
-        self.order = epoch_permutation(n, seed, epoch)[start:].tolist()
+    With ``world_size`` > 1 (DistributedSampler's job, ``epoch`` playing ``set_epoch``):
+    only the complete global batches of ``batch_size`` are kept and ``rank`` gets the
+    contiguous ``rank``-th of ``world_size`` equal shares of each, so the ranks' batch ``b``
+    together are exactly global batch ``b`` (no padding, no duplicates)."""
+
+    def __init__(self, n: int, seed: int, epoch: int, start: int = 0, batch_size: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        order = epoch_permutation(n, seed, epoch)[start:]
+        if world_size > 1:
+            lo, hi = batch_size * rank // world_size, batch_size * (rank + 1) // world_size
+            order = order[: len(order) // batch_size * batch_size].view(-1, batch_size)[:, lo:hi].reshape(-1)
+        self.order = order.tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order)
@@ -74,25 +83,33 @@ class DataSource:
     augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
 
     def train_batches(
-        self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu"
+        self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu",
+        rank: int = 0, world_size: int = 1,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's batches from batch ``start`` on (the last partial batch is dropped)."""
+        """The epoch's batches from batch ``start`` on (the last partial batch is dropped).
+
+        ``batch_size`` is the global batch; with ``world_size`` processes, ``rank`` gets the
+        contiguous ``rank``-th share of each global batch (``batch_size // world_size``
+        images, see :class:`EpochSampler`)."""
         n = len(self.train)
+        lo, hi = batch_size * rank // world_size, batch_size * (rank + 1) // world_size
         if self.in_memory:
             x_all, y_all = self.train.tensors
             order = epoch_permutation(n, seed, epoch)
             gen = torch.Generator().manual_seed(seed * 104_729 + epoch)
             for b in range(start, n // batch_size):
                 idx = order[b * batch_size : (b + 1) * batch_size]
-                x = x_all[idx]
                 if self.augment is not None:
-                    x = self.augment(x, gen)
-                yield x.to(device, non_blocking=True), y_all[idx].to(device, non_blocking=True)
+                    # augment the whole global batch, so each rank's share is what one process sees
+                    x = self.augment(x_all[idx], gen)[lo:hi]
+                else:
+                    x = x_all[idx[lo:hi]]
+                yield x.to(device, non_blocking=True), y_all[idx[lo:hi]].to(device, non_blocking=True)
             return
         loader = DataLoader(
             self.train,
-            batch_size=batch_size,
-            sampler=EpochSampler(n, seed, epoch, start * batch_size),
+            batch_size=hi - lo,
+            sampler=EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size),
             num_workers=workers,
             pin_memory=device.startswith("cuda"),
             drop_last=True,
