@@ -30,6 +30,58 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:<26} {params:>7.2f}M params  stages {list(model.architecture.stage_sizes)}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from .bench import BenchConfig, DEFAULT_MODELS, main
+    from .models import list_models
+
+    models = args.models or list(DEFAULT_MODELS)
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(list_models())}")
+    if args.out and os.path.exists(args.out) and not args.force:
+        raise ValueError(f"--out {args.out!r} exists; pass --force to replace it")
+    main(BenchConfig(models=models, quick=args.quick, device=args.device, seed=args.seed, threads=args.threads, skip_eval=args.skip_eval, out=args.out))
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
+    epochs = args.epochs or (3 if args.quick else 30)
+    depths = () if args.quick else tuple(args.depths)
+    reproduce(args.out, seeds, epochs, depths, progress=not args.no_progress)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    path = write_report(args.dirs, args.out)
+    print(f"written {path} and {os.path.splitext(path)[0]}.html")
+
+
+def _cmd_destruction(args: argparse.Namespace) -> None:
+    import json
+
+    from .analysis.destruction import run_destruction
+    from .figures import destruction_figure
+    from .reevaluate import load_run
+
+    results = {}
+    for run_dir in args.run_dirs:
+        model, cfg, data, _, _ = load_run(run_dir, args.device)
+        calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
+        per_bn = {bn: run_destruction(model, lambda: data.eval_batches(data.test, cfg.eval_batch_size), calibration if bn == "recalibrated" else [], bn, args.max_k, args.limit, cfg.seed) for bn in ("recalibrated", "running")}
+        with open(os.path.join(run_dir, "destruction.json"), "w") as fh:
+            json.dump(per_bn, fh, indent=1)
+        label = f"{cfg.mode.upper()} s{cfg.seed}" if cfg.mode.upper() in [r.split()[0] for r in results] else cfg.mode.upper()
+        results[label] = {"per_seed": [per_bn]}
+        for bn, r in per_bn.items():
+            worst = {k: max((e["drop"] for e in r[k]), default=0.0) for k in ("delete_one", "delete_k", "permute_k")}
+            print(f"{run_dir} ({bn} BN): intact {r['intact_top1']:.2f}; worst drop: delete one {worst['delete_one']:.2f}, delete k {worst['delete_k']:.2f}, permute {worst['permute_k']:.2f}")
+    for bn in ("recalibrated", "running"):
+        print("figure:", destruction_figure(results, bn, args.figures))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,6 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_evaluate)
+
+    p = sub.add_parser("bench", help="measure speed and memory: CT vs ST step, ours vs the reference way, shared vs naive evaluation", description="Side-by-side speed and memory measurements in one process (warm-up, repeats, interleaved): CT vs ST step (1 and 6 sub-networks) next to their FLOP ratio, ours vs the reference implementation's separate forward/backward per sub-network, all-sub-network evaluation naive vs shared (with BN recalibration), peak memory. Prints a table; --out writes JSON.")
+    p.add_argument("--quick", action="store_true", help="smaller batches and images (about a minute or two on 2 CPU cores)")
+    p.add_argument("--out", default="", metavar="FILE", help="write the results as JSON to FILE")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
+    p.add_argument("--models", nargs="+", default=None, metavar="NAME", help="models to measure (default: resnet56 resnet50_cifar mobilenetv3_large_cifar)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and sampled sub-networks")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
+    p.add_argument("--skip-eval", action="store_true", help="measure the training steps only (parts a, b and their memory)")
+    p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("reproduce", help="run the paper's whole study on the digits, with a report and a claims table", description="Train CT, ST, individual and sampling-rule baselines over seeds, run every analysis (loafing, all-sub-network statistics, destruction, KL through training, sampling rules, Eq. 4) and write STUDY/report.md and report.html. Resumes where it stopped.")
+    p.add_argument("--out", default="study", help="study folder (default: study)")
+    p.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds (default: 0 1 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: 30)")
+    p.add_argument("--depths", nargs="*", default=["resnet32", "resnet56"], help="deeper networks for the 'deeper networks loaf more' check (default: resnet32 resnet56)")
+    p.add_argument("--quick", action="store_true", help="a smoke version: 1 seed, 3 epochs, no deeper networks")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(fn=_cmd_reproduce)
+
+    p = sub.add_parser("report", help="write report.md and report.html from runs and studies", description="Collect finished runs (folders with results.json) and studies (from `stimulative reproduce`) into report.md and a single-file report.html with the figures embedded.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run or study folders")
+    p.add_argument("--out", default="report.md", help="Markdown file to write; the HTML goes beside it (default: report.md)")
+    p.set_defaults(fn=_cmd_report)
+
+    p = sub.add_parser("destruction", help="delete and permute blocks of trained networks at test time", description="Top-1 drop when deleting one block, deleting k blocks, or permuting k blocks within a stage, without retraining, in both BN modes. Writes RUN_DIR/destruction.json and box-plot figures.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. a CT run and an ST run")
+    p.add_argument("--max-k", type=int, default=4, help="largest number of deleted or permuted blocks (default: 4)")
+    p.add_argument("--limit", type=int, default=100, help="all combinations per k up to this many, else a seeded sample of this size (default: 100)")
+    p.add_argument("--figures", default="figures", help="folder for the figures (default: figures)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=_cmd_destruction)
 
     p = sub.add_parser("models", help="list the registered models")
     p.add_argument("--num-classes", type=int, default=10)

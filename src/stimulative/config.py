@@ -54,8 +54,11 @@ class TrainConfig:
     # evaluation
     eval_bn: str = _opt("both", "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both", EVAL_BN)
     calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
+    eval_min_depths: str = _opt("", "sampling space to evaluate, as minimum depths per stage (default: the training space)")
     eval_subnets: int = _opt(1000, "evaluate every sub-network of the space, or a seeded sample of this many if larger")
     eval_batch_size: int = _opt(500, "batch size for evaluation and recalibration")
+    track_kl: bool = _opt(False, "each epoch, record KL(full || sub) of every evaluated sub-network on a fixed held-out batch (kl_tracking.jsonl)")
+    track_kl_images: int = _opt(256, "size of the held-out batch for --track-kl")
     # running
     seed: int = _opt(0, "seed of everything: initialisation, data order, sampled sub-networks")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
@@ -68,6 +71,10 @@ class TrainConfig:
     resume: bool = _opt(False, "continue the run in --out from its last checkpoint")
     force: bool = _opt(False, "start over in an --out folder that already holds a run")
     progress: bool = _opt(True, "show progress bars")
+    # several processes (torchrun): --batch-size and --lr stay those of the global batch
+    sync_bn: bool = _opt(False, "GPU only (NCCL): BatchNorm statistics over the global batch across all processes (SyncBatchNorm); an error on CPU")
+    same_subnets_across_ranks: bool = _opt(True, "every process draws the same sub-networks, seeded by (seed, step), without communication; with --no-same-subnets-across-ranks each draws its own and the averaged gradient mixes them, each sub-network's KL weighing 1/processes (same expectation, more sub-networks per step)")
+    ghost_batches: int = _opt(1, "BatchNorm normalises each of this many equal parts of a process's batch on its own (ghost batches); one process with --ghost-batches N trains like N processes with the same global batch (running statistics follow the first part, as DDP keeps rank 0's)")
 
     def run_dir(self) -> str:
         return self.out or os.path.join("runs", f"{self.mode}-{self.model}-{self.dataset}-s{self.seed}")
@@ -84,7 +91,7 @@ class TrainConfig:
                 raise ValueError(f"unknown {f.name.replace('_', '-')} {value!r}; choose from {', '.join(choices)}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
-        positive = ("epochs", "batch_size", "lr", "temperature", "subnets_per_step", "calib_images", "eval_subnets", "eval_batch_size", "log_every", "image_size", "kl_amplitude")
+        positive = ("epochs", "batch_size", "lr", "temperature", "subnets_per_step", "calib_images", "eval_subnets", "eval_batch_size", "track_kl_images", "log_every", "image_size", "kl_amplitude")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -97,6 +104,11 @@ class TrainConfig:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
         if self.mode == "individual" and not self.subnet:
             raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
+        if self.ghost_batches < 1:
+            raise ValueError(f"--ghost-batches must be positive, got {self.ghost_batches}")
+        if self.sync_bn and (self.ghost_batches > 1 or not self.same_subnets_across_ranks):
+            # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
+            raise ValueError("--sync-bn normalises over the global batch: it excludes --ghost-batches > 1 and --no-same-subnets-across-ranks")
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
         return self

@@ -33,7 +33,7 @@ def reevaluate(
     min_depths: str | None = None, out: str = "evaluation.json", device: str = "auto", progress: bool = True,
 ) -> dict:
     model, cfg, data, dev, meta = load_run(run_dir, device)
-    cfg = dataclasses.replace(cfg, eval_bn=bn, progress=progress, eval_subnets=max_subnets or cfg.eval_subnets, min_depths=cfg.min_depths if min_depths is None else min_depths)
+    cfg = dataclasses.replace(cfg, eval_bn=bn, progress=progress, eval_subnets=max_subnets or cfg.eval_subnets, eval_min_depths=cfg.eval_min_depths if min_depths is None else min_depths)
     specs = None
     if subnets:
         specs = [parse_spec(s) for s in subnets]

@@ -1,0 +1,33 @@
+"""Network loafing (paper Fig. 1 and 4): a sub-network's top-1 inside a CT-trained network,
+inside an ST-trained network, and trained alone with the same recipe."""
+
+from __future__ import annotations
+
+from .stats import mean_std
+
+
+def uniform_depth_subnets(stage_sizes: tuple[int, ...]) -> list[str]:
+    """The default set: keep the first k blocks of every stage, k = 1..n (k capped per stage)."""
+    return [",".join(str(min(k, n)) for n in stage_sizes) for k in range(1, max(stage_sizes) + 1)]
+
+
+def subnet_top1(results: dict, spec: str, bn: str) -> float:
+    for entry in results["by_bn"][bn]["subnets"]["per_subnet"]:
+        if entry["spec"] == spec:
+            return entry["top1"]
+    raise KeyError(f"sub-network {spec} was not evaluated in run {results['mode']} seed {results['seed']}")
+
+
+def loafing_table(ct: list[dict], st: list[dict], individual: dict[str, list[dict]], bn: str) -> list[dict]:
+    """Per sub-network: top-1 inside CT, inside ST and alone, each mean ± std over seeds,
+    and the loafing gap (alone − inside CT) and ST's gain over alone."""
+    rows = []
+    for spec, alone_runs in individual.items():
+        inside_ct = mean_std([subnet_top1(r, spec, bn) for r in ct])
+        inside_st = mean_std([subnet_top1(r, spec, bn) for r in st])
+        alone = mean_std([r["by_bn"][bn]["main"]["top1"] for r in alone_runs])
+        rows.append({
+            "spec": spec, "ct": inside_ct, "st": inside_st, "individual": alone,
+            "ct_gap": alone["mean"] - inside_ct["mean"], "st_gap": alone["mean"] - inside_st["mean"],
+        })
+    return rows
