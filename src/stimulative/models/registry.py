@@ -22,7 +22,13 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) -> ElasticNet:
-    """Build a registered model, e.g. ``create_model("resnet20", num_classes=10, in_chans=1)``."""
+    """Build a registered model, e.g. ``create_model("resnet20", num_classes=10, in_chans=1)``,
+    or adapt any timm/torchvision residual network, e.g. ``create_model("timm:resnet50",
+    image_size=32, pretrained_file="resnet50.safetensors")`` (see :mod:`.adapter`)."""
+    from .adapter import create_adapted, is_adapted_name
+
+    if is_adapted_name(name):
+        return create_adapted(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}, or timm:NAME / torchvision:NAME")
     return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -1,0 +1,200 @@
+"""The adapter: any timm/torchvision residual network as an ElasticNet, decided by structure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from stimulative.evaluate import naive_subnet_logits, subnet_logits
+from stimulative.models import create_model
+from stimulative.models.adapter import AdapterError, adapt, has_identity_shortcut, parse_model_args
+from stimulative.sampling import SamplingSpace, enumerate_subnets, parse_spec, sample_subnet
+from stimulative.train import training_step
+
+timm = pytest.importorskip("timm")
+
+
+# --- the structural rule, on hand-made blocks (no names involved) -----------------------
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn(self.conv(x)))
+
+
+class PlainSameShape(nn.Module):  # keeps the shape, but has no shortcut at all
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class ProjectionShortcut(Residual):  # same shape, but the shortcut is a 1x1 convolution
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.proj = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return torch.relu(self.proj(x) + self.bn(self.conv(x)))
+
+
+class Gated(Residual):  # x * gate(x): the input comes back halved when the branch is cut
+    def forward(self, x):
+        return x * torch.sigmoid(self.bn(self.conv(x)))
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(
+            ProjectionShortcut(8), Residual(8), Gated(8), PlainSameShape(8), Residual(8), Residual(8)
+        )
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+
+def test_identity_shortcut_is_decided_by_structure_not_shape():
+    x = torch.rand(2, 8, 6, 6) + 0.1
+    assert has_identity_shortcut(Residual(8).eval(), x)
+    for block in (PlainSameShape(8), ProjectionShortcut(8), Gated(8)):
+        assert not has_identity_shortcut(block.eval(), x), type(block).__name__
+
+
+def test_toy_model_stages_open_at_shape_changing_or_shortcut_less_blocks():
+    torch.manual_seed(0)
+    model = Toy()
+    net = adapt(model, torch.randn(2, 1, 8, 8))
+    # stage boundaries at the non-skippable blocks; consecutive ones run as one
+    assert net.architecture.skippable == ((False, True), (False, True, True))
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), model.eval()(x), atol=1e-5)
+
+
+def test_model_without_residual_blocks_is_refused():
+    plain = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.LazyLinear(10)
+    )
+    plain(torch.randn(1, 1, 8, 8))
+    with pytest.raises(AdapterError, match="no skippable residual block"):
+        adapt(plain, torch.randn(2, 1, 8, 8))
+    with pytest.raises(AdapterError, match="no skippable residual block"):
+        create_model("torchvision:vgg11", num_classes=10, in_chans=1, image_size=32)
+
+
+def test_unknown_names_fail_clearly():
+    with pytest.raises(ValueError, match="unknown timm model"):
+        create_model("timm:not_a_model_xyz")
+    with pytest.raises(ValueError, match="unknown torchvision model"):
+        create_model("torchvision:not_a_model_xyz")
+
+
+def test_model_args_parse():
+    assert parse_model_args("drop_path_rate=0.1, dynamic_img_size=True,act=gelu") == {
+        "drop_path_rate": 0.1,
+        "dynamic_img_size": True,
+        "act": "gelu",
+    }
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_args("oops")
+
+
+# --- real families -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, stages, skippable",
+    [
+        ("timm:resnet18", (2, 2, 2, 2), (2, 1, 1, 1)),
+        ("torchvision:resnet18", (2, 2, 2, 2), (2, 1, 1, 1)),
+        ("timm:vit_tiny_patch16_224", (12,), (12,)),
+    ],
+)
+def test_families_reproduce_the_original_and_run_subnets(name, stages, skippable):
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=10, in_chans=1, image_size=32)
+    arch = net.architecture
+    assert arch.stage_sizes == stages
+    assert tuple(sum(s) for s in arch.skippable) == skippable
+    space = SamplingSpace.default(arch)
+    spec = sample_subnet(space, arch, "ordered", torch.Generator().manual_seed(1))
+    x = torch.randn(2, 1, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        assert net(x, spec).shape == (2, 10)
+
+
+def test_vit_head_holds_final_norm_and_pooling():
+    net = create_model("timm:vit_tiny_patch16_224", num_classes=10, in_chans=1, image_size=32)
+    head_modules = {type(m).__name__ for m in net.head.modules()}
+    assert "LayerNorm" in head_modules and "Linear" in head_modules
+    h = net.stem(torch.randn(2, 1, 32, 32))
+    assert h.shape == (2, 5, 192)  # (B, 1 class token + 4 patches, C): tokens go into the blocks
+
+
+def test_shared_walk_equals_naive_on_an_adapted_model():
+    torch.manual_seed(0)
+    net = create_model("timm:resnet18", num_classes=10, in_chans=1, image_size=16)
+    arch = net.architecture
+    specs = list(enumerate_subnets(SamplingSpace.default(arch), arch))[:6] + [parse_spec("0.1r/0/0/0")]
+    calib = [torch.randn(8, 1, 16, 16)]
+    x = torch.randn(4, 1, 16, 16)
+    got = {}
+    for _, idx, logits in subnet_logits(net, specs, [x], calib, "recalibrated"):
+        for i in idx:
+            got[i] = logits
+    for i, spec in enumerate(specs):
+        want = naive_subnet_logits(net, spec, [x], calib, "recalibrated")[0]
+        assert torch.allclose(got[i], want, atol=1e-4), spec
+
+
+def test_raw_path_is_the_block_minus_its_input():
+    net = create_model("timm:resnet18", num_classes=10, in_chans=1, image_size=16).eval()
+    block = net.block(0, 1)
+    x = torch.rand(2, 64, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(block.run(x, "branch") + x, block(x), atol=1e-6)
+
+
+def test_training_step_on_an_adapted_model_updates_weights():
+    torch.manual_seed(0)
+    net = create_model("timm:resnet18", num_classes=10, in_chans=1, image_size=16)
+    arch = net.architecture
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 1, 16, 16), torch.randint(10, (8,))
+    spec = sample_subnet(SamplingSpace.default(arch), arch, "ordered", torch.Generator().manual_seed(0))
+    before = net.head[-1].weight.clone() if isinstance(net.head, nn.Sequential) else next(net.head.parameters()).clone()
+    out = training_step(net.train(), x, y, [spec], 1.0)
+    out.loss.backward()
+    opt.step()
+    after = net.head[-1].weight if isinstance(net.head, nn.Sequential) else next(net.head.parameters())
+    assert torch.isfinite(out.loss) and not torch.equal(before, after)
+
+
+def test_pretrained_file_loads_with_new_classes_and_input_channels(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    src = timm.create_model("resnet18", pretrained=False, num_classes=1000, in_chans=3)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    notes = []
+    net = create_model(
+        "timm:resnet18", num_classes=10, in_chans=1, image_size=16, pretrained_file=str(path), log=notes.append
+    )
+    assert any("classes" in n for n in notes) and any("input convolution" in n for n in notes)
+    stem_conv = next(m for m in net.stem.modules() if isinstance(m, nn.Conv2d))
+    assert torch.allclose(stem_conv.weight, src.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(net.block(3, 1).module.conv2.weight, src.layer4[1].conv2.weight)
+    with pytest.raises(ValueError, match="does not fit"):
+        create_model("timm:resnet34", num_classes=10, in_chans=1, image_size=16, pretrained_file=str(path))
