@@ -33,6 +33,10 @@ class TrainConfig:
     train_fraction: float = _opt(1.0, "seeded, stratified fraction of the training split to use")
     augment: bool = _opt(False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)")
     image_size: int = _opt(224, "imagefolder crop size")
+    resize: int = _opt(0, "digits/CIFAR: resize images to this side for models that need larger inputs (e.g. 32 for timm:vit_tiny_patch16_224); 0 keeps the data set's size")
+    model_args: str = _opt("", "timm:/torchvision: models: keyword arguments of the model, e.g. drop_path_rate=0.1,dynamic_img_size=True")
+    pretrained_file: str = _opt("", "timm:/torchvision: models: local weights of the original model (.safetensors or a state dict; never downloaded); a classifier for other classes is re-initialised")
+    init_from: str = _opt("", "fine-tune: start from a previous run's weights (its folder) or a weights file of this model; loafing is measured before training (results_before.json) and after")
     # optimisation (paper's CIFAR recipe, shorter)
     epochs: int = _opt(30, "training epochs")
     batch_size: int = _opt(64, "global batch size (all ranks together)")
@@ -49,7 +53,11 @@ class TrainConfig:
     kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
     subnets_per_step: int = _opt(1, "sub-networks sampled per step, each adding its KL term")
     sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
-    min_depths: str = _opt("", "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3 (default: 1 per stage)")
+    min_depths: str = _opt("", "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage), all (only shape-changing blocks kept), half, spaceK (at least K per stage, ST++'s space3)")
+    sandwich: bool = _opt(False, "also train the shallowest sub-network of the space at every step (the sandwich rule), besides the sampled ones")
+    kl_schedule: str = _opt("constant", "lambda schedule over training after --kl-start-epoch: constant, cosine-up (0 -> lambda) or cosine-down (lambda -> 0)", ("constant", "cosine-up", "cosine-down"))
+    kl_start_epoch: float = _opt(0.0, "lambda is 0 before this epoch (common training first), then follows --kl-schedule")
+    subnet_resolution: str = _opt("", "ST++: each sub-network sees the batch resized to a random side in this range, as fractions of the input side, e.g. 0.43,1 (empty: the full network's input)")
     subnet: str = _opt("", "individual mode: the sub-network to train alone, e.g. 1,1,1")
     # evaluation
     eval_bn: str = _opt("both", "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both", EVAL_BN)
@@ -109,12 +117,40 @@ class TrainConfig:
         if self.sync_bn and (self.ghost_batches > 1 or not self.same_subnets_across_ranks):
             # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
             raise ValueError("--sync-bn normalises over the global batch: it excludes --ghost-batches > 1 and --no-same-subnets-across-ranks")
+        if self.resize < 0:
+            raise ValueError(f"--resize must not be negative, got {self.resize}")
+        if self.resize and self.dataset == "imagefolder":
+            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
+        if not 0 <= self.kl_start_epoch < self.epochs:
+            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
+        parse_resolution(self.subnet_resolution)
+        if self.model_args:
+            from .models.adapter import parse_model_args
+
+            parse_model_args(self.model_args)
+        for name in ("pretrained_file", "init_from"):
+            path = getattr(self, name)
+            if path and not os.path.exists(path):
+                raise ValueError(f"--{name.replace('_', '-')} {path!r}: no such file or folder")
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def parse_resolution(text: str) -> tuple[float, float] | None:
+    """``"0.43,1"`` -> ``(0.43, 1.0)``: the range of sub-network input sides, as fractions."""
+    if not text:
+        return None
+    try:
+        lo, hi = (float(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--subnet-resolution {text!r}: write two fractions of the input side, e.g. 0.43,1") from None
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"--subnet-resolution {text!r}: need 0 < low <= high <= 1")
+    return lo, hi
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:

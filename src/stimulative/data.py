@@ -177,9 +177,11 @@ def random_shift(pad: int):
     return apply
 
 
-def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = False) -> DataSource:
+def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = False, resize: int = 0) -> DataSource:
     """scikit-learn's digits: a fixed stratified 75/25 split (independent of the run's seed),
-    pixels scaled to [0, 1] then standardised with the training split's mean and std."""
+    pixels scaled to [0, 1] then standardised with the training split's mean and std.
+    ``resize``: upsample the 8x8 images (bilinear) to this side, for models that need larger
+    inputs; the random shifts of ``augment`` scale with it (one original pixel)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -191,9 +193,14 @@ def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = Fal
     x_tr, y_tr = x_tr[keep], y_tr[keep]
     mean, std = float(x_tr.mean()), float(x_tr.std())
     as_tensor = lambda a: torch.from_numpy((a - mean) / std)[:, None]  # (N, 1, 8, 8)  # noqa: E731
+    side = resize or 8
+    if side != 8:
+        upsample = as_tensor
+        as_tensor = lambda a: torch.nn.functional.interpolate(upsample(a), size=(side, side), mode="bilinear", align_corners=False)  # noqa: E731
     train = TensorData(as_tensor(x_tr), torch.from_numpy(y_tr))
     test = TensorData(as_tensor(x_te), torch.from_numpy(y_te))
-    return DataSource("digits", train, test, train, 10, 1, 8, in_memory=True, augment=random_shift(1) if augment else None)
+    shift = random_shift(max(1, round(side / 8))) if augment else None
+    return DataSource("digits", train, test, train, 10, 1, side, in_memory=True, augment=shift)
 
 
 CIFAR_FOLDERS = {"cifar10": ("cifar-10-batches-bin", "cifar-10-batches-py"), "cifar100": ("cifar-100-binary", "cifar-100-python")}
@@ -230,16 +237,17 @@ class CifarBinary(Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.targets[i]
 
 
-def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False) -> DataSource:
+def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False, resize: int = 0) -> DataSource:
     """CIFAR-10/100 under ``root``: the binary version (``cifar-10-batches-bin``,
     ``cifar-100-binary``, read directly) or the python version through torchvision (whose
     files it checks against the official checksums). Random crop (pad 4) and horizontal
-    flip for training, as in the paper."""
+    flip for training, as in the paper; ``resize`` then resizes to that side."""
     from torchvision import datasets, transforms
 
     norm = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
-    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
-    test_tf = transforms.Compose([transforms.ToTensor(), norm])
+    sized = [transforms.Resize(resize)] if resize and resize != 32 else []
+    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *sized, transforms.ToTensor(), norm])
+    test_tf = transforms.Compose([*sized, transforms.ToTensor(), norm])
     binary, python = (os.path.join(root, f) for f in CIFAR_FOLDERS[name])
     num_classes = 10 if name == "cifar10" else 100
     if os.path.isdir(binary):
@@ -261,7 +269,7 @@ def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, dow
                 f"or pass --download to fetch it"
             ) from None
     keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
-    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, 32)
+    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32)
 
 
 def load_imagefolder(root: str, seed: int, train_fraction: float = 1.0, image_size: int = 224) -> DataSource:
@@ -291,12 +299,12 @@ def load_imagefolder(root: str, seed: int, train_fraction: float = 1.0, image_si
 
 def load_data(
     name: str, root: str = "data", seed: int = 0, train_fraction: float = 1.0, download: bool = False,
-    augment: bool = False, image_size: int = 224,
+    augment: bool = False, image_size: int = 224, resize: int = 0,
 ) -> DataSource:
     if name == "digits":
-        return load_digits_data(seed, train_fraction, augment)
+        return load_digits_data(seed, train_fraction, augment, resize)
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, seed, train_fraction, download)
+        return load_cifar(name, root, seed, train_fraction, download, resize)
     if name == "imagefolder":
         return load_imagefolder(root, seed, train_fraction, image_size)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
