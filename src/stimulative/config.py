@@ -33,6 +33,7 @@ class TrainConfig:
     train_fraction: float = _opt(1.0, "seeded, stratified fraction of the training split to use")
     augment: bool = _opt(False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)")
     image_size: int = _opt(224, "imagefolder crop size")
+    skip_corrupt: bool = _opt(False, "imagefolder: check every image up front, skip and count the unreadable or corrupt ones (default: stop naming the first one met)")
     resize: int = _opt(0, "digits/CIFAR: resize images to this side for models that need larger inputs (e.g. 32 for timm:vit_tiny_patch16_224); 0 keeps the data set's size")
     model_args: str = _opt("", "timm:/torchvision: models: keyword arguments of the model, e.g. drop_path_rate=0.1,dynamic_img_size=True")
     pretrained_file: str = _opt("", "timm:/torchvision: models: local weights of the original model (.safetensors or a state dict; never downloaded); a classifier for other classes is re-initialised")
@@ -108,6 +109,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
         if self.mode == "individual" and not self.subnet:
@@ -183,7 +188,9 @@ def load_yaml_options(path: str, cls: type = TrainConfig) -> dict[str, Any]:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
     except OSError as e:
-        raise ValueError(f"cannot read config {path!r}: {e.strerror}") from None
+        raise ValueError(f"cannot read config {path!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config {path!r} is not a text (UTF-8) YAML file") from None
     except yaml.YAMLError as e:
         raise ValueError(f"config {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -202,6 +209,11 @@ def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
     kind = {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind in (int, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return kind(value)
+        except ValueError:
+            pass
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
