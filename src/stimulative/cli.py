@@ -82,8 +82,15 @@ def _cmd_destruction(args: argparse.Namespace) -> None:
         print("figure:", destruction_figure(results, bn, args.figures))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the full usage of `train` is a page long)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing.")
+    parser = _Parser(prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a network (ST by default, on the digits)", description="Train with stimulative training (st), common training (ct) or one sub-network alone (individual). Writes a run folder: config.yaml, metrics.jsonl, checkpoint/, results.json.")
@@ -153,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"stimulative: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line, and a way to see more
+        if os.environ.get("STIMULATIVE_DEBUG"):
+            raise
+        print(f"stimulative: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (set STIMULATIVE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 
