@@ -212,7 +212,7 @@ def wrap_ddp(module: nn.Module, env: DistEnv) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [env.device.index] if env.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+    return DistributedDataParallel(module, device_ids=ids)  # buffers: rank 0's, broadcast at every forward
 
 
 def freeze_unused(model: nn.Module, used_blocks: Iterable[tuple[int, int]]) -> None:
@@ -259,7 +259,7 @@ def local_batchnorm(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, g in zip(layers, groups):
+        for m, g in zip(layers, groups, strict=True):
             m.process_group = g
 
 
