@@ -9,6 +9,7 @@ an epoch sees exactly the batches it would have seen."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,6 +28,44 @@ class DataError(ValueError):
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Seed of the random augmentation of one training image (or in-memory batch) in one
+    epoch: a pure function, so a run resumed mid-epoch, with any number of workers, draws
+    exactly what the uninterrupted run drew."""
+    return ((seed * 104_729 + epoch) * 1_000_003 + index) % 2**63
+
+
+class SeededSamples(Dataset):
+    """``dataset[i]`` with the random transforms seeded by :func:`sample_seed` (the global
+    torch RNG of the calling process is left as it was)."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
+            return self.dataset[i]
+
+
+def _iterate(loader: DataLoader, device: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``loader`` moved to ``device``; a data error raised in a worker process is
+    re-raised with its own one-line message (the loader wraps it in a traceback)."""
+    try:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    except DataError as e:
+        text = str(e)
+        if text.startswith("Caught "):
+            marker = "DataError: "
+            last = [line for line in text.splitlines() if marker in line]
+            raise DataError(last[-1].split(marker, 1)[1] if last else text.splitlines()[0]) from None
+        raise
 
 
 def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -81,6 +120,7 @@ class DataSource:
     image_size: int
     in_memory: bool = False  # small tensors kept whole: index them, skip DataLoader workers
     augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
+    skipped: tuple[str, ...] = ()  # unreadable files left out (imagefolder with skip_corrupt)
 
     def train_batches(
         self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu",
@@ -96,8 +136,8 @@ class DataSource:
         if self.in_memory:
             x_all, y_all = self.train.tensors
             order = epoch_permutation(n, seed, epoch)
-            gen = torch.Generator().manual_seed(seed * 104_729 + epoch)
             for b in range(start, n // batch_size):
+                gen = torch.Generator().manual_seed(sample_seed(seed, epoch, b))  # per batch: exact mid-epoch resume
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 if self.augment is not None:
                     # augment the whole global batch, so each rank's share is what one process sees
@@ -107,7 +147,7 @@ class DataSource:
                 yield x.to(device, non_blocking=True), y_all[idx[lo:hi]].to(device, non_blocking=True)
             return
         loader = DataLoader(
-            self.train,
+            SeededSamples(self.train, seed, epoch),
             batch_size=hi - lo,
             sampler=EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size),
             num_workers=workers,
@@ -116,8 +156,7 @@ class DataSource:
             generator=torch.Generator().manual_seed(seed * 104_729 + epoch),  # worker seeds
             persistent_workers=False,
         )
-        for x, y in loader:
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from _iterate(loader, device)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train) // batch_size
@@ -132,8 +171,7 @@ class DataSource:
                 yield x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
             return
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"))
-        for x, y in loader:
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from _iterate(loader, device)
 
     def calibration_inputs(
         self, count: int, batch_size: int, seed: int, workers: int = 0, device: str = "cpu"
@@ -272,9 +310,53 @@ def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, dow
     return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32)
 
 
-def load_imagefolder(root: str, seed: int, train_fraction: float = 1.0, image_size: int = 224) -> DataSource:
+def load_image(path: str):
+    """An RGB PIL image, fully decoded; a DataError naming the file if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            img = Image.open(fh)
+            return img.convert("RGB")  # decodes the whole file: a truncated one fails here
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot read image {path!r} ({reason}); pass --skip-corrupt to skip and count such files") from None
+
+
+def _readable(path: str) -> bool:
+    try:
+        load_image(path)
+        return True
+    except DataError:
+        return False
+
+
+def drop_unreadable(folders: list, workers: int = 0) -> list[str]:
+    """Decode every image of the given ImageFolder datasets (which list the same files, or
+    not) and remove the unreadable ones from all of them. Returns the removed paths."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = sorted({p for f in folders for p, _ in f.samples})
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes without the GIL
+        bad = {p for p, ok in zip(paths, pool.map(_readable, paths)) if not ok}
+    for f in folders:
+        f.samples = [(p, t) for p, t in f.samples if p not in bad]
+        f.imgs = f.samples
+        f.targets = [t for _, t in f.samples]
+        if not f.samples:
+            raise DataError(f"no readable image left in {f.root!r} after skipping {len(bad)} corrupt ones")
+    return sorted(bad)
+
+
+def load_imagefolder(
+    root: str, seed: int, train_fraction: float = 1.0, image_size: int = 224, skip_corrupt: bool = False, workers: int = 0
+) -> DataSource:
     """ImageNet-style folders ``root/train/<class>/*`` and ``root/val/<class>/*``: random
-    resized crop and flip for training, resize then centre crop for evaluation."""
+    resized crop and flip for training, resize then centre crop for evaluation.
+
+    An unreadable or corrupt image stops training with an error naming it, when it is met;
+    with ``skip_corrupt`` every image is decoded up front and the bad ones are skipped and
+    counted (``DataSource.skipped``)."""
     from torchvision import datasets, transforms
 
     for split in ("train", "val"):
@@ -286,25 +368,30 @@ def load_imagefolder(root: str, seed: int, train_fraction: float = 1.0, image_si
     resize = int(round(image_size / 0.875))
     test_tf = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm])
     try:
-        train = datasets.ImageFolder(os.path.join(root, "train"), train_tf)
-        test = datasets.ImageFolder(os.path.join(root, "val"), test_tf)
-        calib = datasets.ImageFolder(os.path.join(root, "train"), test_tf)
+        train = datasets.ImageFolder(os.path.join(root, "train"), train_tf, loader=load_image)
+        test = datasets.ImageFolder(os.path.join(root, "val"), test_tf, loader=load_image)
+        calib = datasets.ImageFolder(os.path.join(root, "train"), test_tf, loader=load_image)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"cannot read image folder {root!r}: {e}") from None
+        raise DataError(f"cannot read image folder {root!r}: {str(e).splitlines()[0]}") from None
     if train.classes != test.classes:
         raise DataError(f"{root}/train and {root}/val have different classes")
+    skipped: tuple[str, ...] = ()
+    if skip_corrupt:
+        skipped = tuple(drop_unreadable([train, test, calib], workers))
+        if skipped:
+            print(f"skipped {len(skipped)} unreadable or corrupt image(s) under {root!r}, e.g. {skipped[0]!r}", file=sys.stderr)
     keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
-    return DataSource("imagefolder", Subset(train, keep), test, Subset(calib, keep), len(train.classes), 3, image_size)
+    return DataSource("imagefolder", Subset(train, keep), test, Subset(calib, keep), len(train.classes), 3, image_size, skipped=skipped)
 
 
 def load_data(
     name: str, root: str = "data", seed: int = 0, train_fraction: float = 1.0, download: bool = False,
-    augment: bool = False, image_size: int = 224, resize: int = 0,
+    augment: bool = False, image_size: int = 224, resize: int = 0, skip_corrupt: bool = False, workers: int = 0,
 ) -> DataSource:
     if name == "digits":
         return load_digits_data(seed, train_fraction, augment, resize)
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, root, seed, train_fraction, download, resize)
     if name == "imagefolder":
-        return load_imagefolder(root, seed, train_fraction, image_size)
+        return load_imagefolder(root, seed, train_fraction, image_size, skip_corrupt, workers)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

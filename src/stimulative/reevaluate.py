@@ -22,7 +22,8 @@ def load_run(run_dir: str, device: str = "auto"):
     cfg = config_from_dict(meta["config"])
     cfg.out, cfg.device = run_dir, device
     dev = resolve_device(device)
-    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, False, cfg.augment, cfg.image_size)
+    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, False, cfg.augment, cfg.image_size,
+                     skip_corrupt=cfg.skip_corrupt, workers=cfg.workers)
     model = create_model(cfg.model, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
     ckpt.load_weights(found, model)
     return model.to(dev), cfg, data, dev, meta
