@@ -8,7 +8,7 @@ import os
 from . import checkpoint as ckpt
 from .config import config_from_dict
 from .data import load_data
-from .models import create_model
+from .finetune import build_model
 from .sampling import parse_spec
 from .train import build_space, finish, print_summary, resolve_device
 
@@ -23,8 +23,9 @@ def load_run(run_dir: str, device: str = "auto"):
     cfg.out, cfg.device = run_dir, device
     dev = resolve_device(device)
     data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, False, cfg.augment, cfg.image_size,
-                     skip_corrupt=cfg.skip_corrupt, workers=cfg.workers)
-    model = create_model(cfg.model, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
+                     resize=cfg.resize, skip_corrupt=cfg.skip_corrupt, workers=cfg.workers)
+    # the weights come from the checkpoint: no pretrained file is read again
+    model = build_model(cfg, meta["num_classes"], meta["in_chans"], data.image_size, pretrained=False)
     ckpt.load_weights(found, model)
     return model.to(dev), cfg, data, dev, meta
 

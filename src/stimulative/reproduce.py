@@ -29,7 +29,7 @@ class PlannedRun:
         return f"{self.name}-s{self.seed}"
 
 
-def plan(seeds: list[int], epochs: int, depths: tuple[str, ...] = ("resnet32", "resnet56")) -> list[PlannedRun]:
+def plan(seeds: list[int], epochs: int, depths: tuple[str, ...] = ("resnet32", "resnet56"), extra: tuple[tuple[str, object], ...] = ()) -> list[PlannedRun]:
     """The study's training runs. The full network trained alone is common training itself,
     so individual runs cover the shallower uniform-depth sub-networks only."""
     runs = []
@@ -46,7 +46,7 @@ def plan(seeds: list[int], epochs: int, depths: tuple[str, ...] = ("resnet32", "
         for model in depths:
             runs += [PlannedRun(f"ct-{model}", seed, (("mode", "ct"), ("model", model))),
                      PlannedRun(f"st-{model}", seed, (("mode", "st"), ("model", model)))]
-    return [dataclasses.replace(r, options=r.options + (("epochs", epochs),)) for r in runs]
+    return [dataclasses.replace(r, options=r.options + (("epochs", epochs),) + extra) for r in runs]
 
 
 def run_planned(run: PlannedRun, study_dir: str, progress: bool) -> dict:
@@ -62,12 +62,16 @@ def run_planned(run: PlannedRun, study_dir: str, progress: bool) -> dict:
     return train(cfg.validate())
 
 
-def reproduce(study_dir: str = "study", seeds: tuple[int, ...] = (0, 1, 2), epochs: int = 30, depths: tuple[str, ...] = ("resnet32", "resnet56"), progress: bool = True) -> dict:
+def reproduce(
+    study_dir: str = "study", seeds: tuple[int, ...] = (0, 1, 2), epochs: int = 30, depths: tuple[str, ...] = ("resnet32", "resnet56"),
+    progress: bool = True, extra: tuple[tuple[str, object], ...] = (),
+) -> dict:
+    """Run (or continue) the study; ``extra`` adds training options to every run."""
     from .analysis.study import analyse_study
     from .report import write_report
 
     os.makedirs(os.path.join(study_dir, "runs"), exist_ok=True)
-    runs = plan(list(seeds), epochs, depths)
+    runs = plan(list(seeds), epochs, depths, extra)
     started = time.perf_counter()
     bar = tqdm(runs, desc="study", unit="run", disable=not progress)
     for run in bar:
