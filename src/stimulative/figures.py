@@ -88,7 +88,7 @@ def space_size_figure(stats: dict, folder: str) -> str:
             xs = [0, 8, 27]
             ys = [stats[bn][n][field]["mean"] for n in names]
             es = [stats[bn][n][field]["std"] for n in names]
-            ax.errorbar(xs, ys, yerr=es, fmt=style, color=COLORS["ST"] if bn == "recalibrated" else COLORS["CT"], capsize=3, label=BN_TITLES[bn])
+            ax.errorbar(xs, ys, yerr=es, fmt=style, color="black" if bn == "recalibrated" else "gray", capsize=3, label=BN_TITLES[bn])  # not CT/ST colours: these are BN modes
         ax.set_xticks([0, 8, 27], ["0 (CT)", "8", "27"])
         ax.set_xlabel("sub-networks in the ST sampling space")
         ax.set_ylabel(label)
