@@ -97,6 +97,7 @@ def _study_section(doc: Doc, study_dir: str) -> None:
     doc.table(["claim", "paper", "measured", "verdict"], [[c["claim"], c["paper"], c["measured"], c["verdict"]] for c in a["claims"]])
     doc.h(3, "Two ways to normalise a sub-network")
     doc.p(BN_EXPLAINED)
+    doc.p(_bn_story(a["subnet_stats"]))
     doc.h(3, "1. Network loafing")
     for bn, rows in a["loafing"].items():
         doc.table([f"sub-network ({bn} BN)", "inside CT", "inside ST", "trained alone", "loafing gap (alone − CT)"],
@@ -127,6 +128,24 @@ def _study_section(doc: Doc, study_dir: str) -> None:
                 rows.append([bn, m, str(seed), f"{e['eps1']:.4f}", f"{e['eps2']:.4f}", f"{e['gap']:.4f}", f"{e['bound']:.4f}", "yes" if e["holds"] else "no"])
     doc.table(["BN", "method", "seed", "ε1 = CE_main", "ε2 = mean KL", "|CE_main − E[CE_sub]|", "bound", "holds"], rows)
     doc.p("The bound is loose: its log N·e^ε1 term alone is at least log 10 ≈ 2.3 nats, far above the measured gaps.")
+
+
+def _bn_story(stats: dict) -> str:
+    """The two BN modes side by side, in words, from the measured statistics."""
+    ct = {bn: stats[bn]["CT (0 sub-networks)"] for bn in stats}
+    st = {bn: stats[bn]["ST, space of 27"] for bn in stats}
+    run, rec = "running", "recalibrated"
+    return (
+        f"Measured here: with the full network's running statistics, CT's sub-networks average "
+        f"{ct[run]['mean']['mean']:.1f} % (worst {ct[run]['min']['mean']:.1f} %); recalibrated, "
+        f"{ct[rec]['mean']['mean']:.1f} % (worst {ct[rec]['min']['mean']:.1f} %), so "
+        f"{ct[rec]['mean']['mean'] - ct[run]['mean']['mean']:.1f} points of CT's apparent loafing were "
+        f"normalisation. ST's sub-networks average {st[run]['mean']['mean']:.1f} % and "
+        f"{st[rec]['mean']['mean']:.1f} %; ST's spread is {st[rec]['std']['mean']:.2f} against CT's "
+        f"{ct[rec]['std']['mean']:.2f} points recalibrated ({st[run]['std']['mean']:.2f} against "
+        f"{ct[run]['std']['mean']:.2f} with running statistics), and its worst sub-network is "
+        f"{st[rec]['min']['mean'] - ct[rec]['min']['mean']:+.1f} points better than CT's recalibrated."
+    )
 
 
 def write_report(dirs: list[str], out: str = "report.md") -> str:
