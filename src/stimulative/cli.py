@@ -24,10 +24,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_models(args: argparse.Namespace) -> None:
     from .models import create_model, list_models
 
-    for name in list_models():
-        model = create_model(name, num_classes=args.num_classes)
+    for name in args.names or list_models():
+        kw = {"image_size": args.image_size, "model_args": args.model_args} if ":" in name else {}
+        model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kw)
+        arch = model.architecture
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name:<26} {params:>7.2f}M params  stages {list(model.architecture.stage_sizes)}")
+        skippable = [sum(s) for s in arch.skippable]
+        print(f"{name:<26} {params:>7.2f}M params  stages {list(arch.stage_sizes)}  skippable {skippable}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_run
+
+    export_run(args.run_dir, args.subnet, args.out, args.bn, args.torchscript, args.onnx, args.pt2, args.device, args.check_images, args.force)
+
+
+def _cmd_pareto(args: argparse.Namespace) -> None:
+    from .pareto import pareto_run
+
+    pareto_run(
+        args.run_dir, bn=args.bn, max_subnets=args.max_subnets, min_depths=args.min_depths, latency_batch=args.latency_batch,
+        repeats=args.repeats, budget_ms=args.budget_ms, budget_mflops=args.budget_mflops, out=args.out, device=args.device,
+        force=args.force, progress=not args.no_progress, latency_stat=args.latency_stat,
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -141,8 +160,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=_cmd_destruction)
 
-    p = sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("export", help="write one sub-network as a standalone smaller network", description="Write sub-network SUBNET of RUN_DIR as a standalone network holding only its blocks: weights (.safetensors), a self-contained model.py (PyTorch + safetensors only) and model.json; optionally TorchScript, ONNX and torch.export .pt2. The written files are loaded back and their predictions checked against the sub-network inside the full model.")
+    p.add_argument("run_dir", help="run folder written by `stimulative train`")
+    p.add_argument("--subnet", required=True, help="the sub-network, e.g. 2,3,1 (depths per stage) or 0.2/0.1/0 (blocks)")
+    p.add_argument("--out", default="", help="weights file to write, *.safetensors; model.py and model.json go beside it (default: RUN_DIR/export/subnet-<SUBNET>/model.safetensors)")
+    p.add_argument("--bn", choices=("recalibrated", "running"), default="recalibrated", help="BN statistics: recalibrated for this sub-network on training images, or the full network's running ones (default: recalibrated)")
+    p.add_argument("--torchscript", default="", metavar="FILE", help="also write TorchScript (torch.jit.load)")
+    p.add_argument("--onnx", default="", metavar="FILE", help="also write ONNX (needs onnx and onnxscript)")
+    p.add_argument("--pt2", default="", metavar="FILE", help="also write torch.export's program (torch.export.load)")
+    p.add_argument("--check-images", type=int, default=1000, help="test images the export is checked on (default: 1000)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("pareto", help="top-1, parameters, FLOPs and latency of every sub-network; the Pareto front", description="Measure every sub-network of RUN_DIR's sampling space (or a seeded sample): top-1, parameters, FLOPs (one image; a multiply-add counts 2) and latency on this machine; plot the Pareto front (RUN_DIR/pareto.png, pareto.json). --budget-ms / --budget-mflops pick the best sub-network within the budget. An existing pareto.json with the same settings is reused (only the pick and plot are redone).")
+    p.add_argument("run_dir", help="run folder written by `stimulative train`")
+    p.add_argument("--budget-ms", type=float, default=None, help="pick the most accurate sub-network at most this slow")
+    p.add_argument("--budget-mflops", type=float, default=None, help="pick the most accurate sub-network with at most these MFLOPs")
+    p.add_argument("--bn", choices=("recalibrated", "running"), default="recalibrated", help="BN statistics for top-1 (default: recalibrated)")
+    p.add_argument("--min-depths", default=None, help="sampling space, as minimum depths per stage or a named space (default: the run's)")
+    p.add_argument("--max-subnets", type=int, default=None, help="a seeded sample of this many if the space is larger (default: the run's --eval-subnets)")
+    p.add_argument("--latency-batch", type=int, default=1, help="images per timed forward pass (default: 1)")
+    p.add_argument("--latency-stat", choices=("median", "min"), default="median", help="statistic of the timed repeats used for the front and the budget; min is steadier on a busy machine (default: median)")
+    p.add_argument("--repeats", type=int, default=20, help="timed forward passes per sub-network (default: 20)")
+    p.add_argument("--out", default="pareto.json", help="file name inside RUN_DIR (the plot takes the same name, .png)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--force", action="store_true", help="measure again and overwrite")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(fn=_cmd_pareto)
+
+    p = sub.add_parser("models", help="list the registered models, or show how timm:/torchvision: models are adapted", description="List the registered models, or, given names such as timm:resnet50 or torchvision:swin_t, show the stages and skippable blocks the adapter finds.")
+    p.add_argument("names", nargs="*", help="models to show (default: every registered model)")
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=None, help="input side for timm:/torchvision: models (default: the model's own)")
+    p.add_argument("--model-args", default="", help="keyword arguments for timm:/torchvision: models, e.g. drop_path_rate=0.1")
     p.set_defaults(fn=_cmd_models)
     return parser
 
