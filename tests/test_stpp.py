@@ -1,0 +1,102 @@
+"""ST++ options and the lambda schedule, as pure functions; fine-tuning's weight loading."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stimulative.models import create_model
+from stimulative.sampling import Architecture, SubnetSpec
+from stimulative.stpp import build_space, kl_weight_at, min_depths_for, resize_batch, shallowest, subnet_sides
+
+RESNET50 = Architecture(tuple((False,) + (True,) * (n - 1) for n in (3, 4, 6, 3)))
+VIT = Architecture(((True,) * 12,))
+
+
+def test_named_spaces():
+    assert min_depths_for(RESNET50, "") == [1, 1, 1, 1]
+    assert min_depths_for(RESNET50, "default") == [1, 1, 1, 1]
+    assert min_depths_for(RESNET50, "space3") == [3, 3, 3, 3]  # ST++'s space3 on ResNet-50
+    assert min_depths_for(RESNET50, "half") == [2, 2, 3, 2]
+    assert min_depths_for(RESNET50, "all") == [1, 1, 1, 1]
+    assert min_depths_for(VIT, "all") == [0]  # an all-skippable stage may run no block
+    assert min_depths_for(VIT, "space3") == [3]
+    assert min_depths_for(RESNET50, "2,2,2,2") == [2, 2, 2, 2]
+    assert build_space(RESNET50, "space3").size() == 1 * 2 * 4 * 1
+    with pytest.raises(ValueError, match="named space"):
+        min_depths_for(RESNET50, "spaceX")
+
+
+def test_shallowest_is_the_minimum_of_every_stage():
+    space = build_space(RESNET50, "space3")
+    assert shallowest(space, RESNET50) == SubnetSpec.ordered([3, 3, 3, 3])
+    raw = shallowest(build_space(RESNET50, ""), RESNET50, "raw")
+    assert raw == SubnetSpec.from_blocks([[0], [0], [0], [0]])
+
+
+def test_lambda_schedules():
+    total, start = 100, 20
+    assert kl_weight_at(2.0, 10, total, start, "constant") == 0.0  # before the start epoch
+    assert kl_weight_at(2.0, 20, total, start, "constant") == 2.0
+    assert kl_weight_at(2.0, 20, total, start, "cosine-up") == pytest.approx(0.0)
+    assert kl_weight_at(2.0, 60, total, start, "cosine-up") == pytest.approx(1.0)
+    assert kl_weight_at(2.0, 100, total, start, "cosine-up") == pytest.approx(2.0)
+    assert kl_weight_at(2.0, 20, total, start, "cosine-down") == pytest.approx(2.0)
+    assert kl_weight_at(2.0, 100, total, start, "cosine-down") == pytest.approx(0.0)
+    ups = [kl_weight_at(1.0, s, total, 0, "cosine-up") for s in range(total)]
+    assert all(b >= a for a, b in zip(ups, ups[1:]))
+    with pytest.raises(ValueError, match="cosine-up"):
+        kl_weight_at(1.0, 0, 10, 0, "linear")
+
+
+def test_subnet_sides_are_seeded_and_in_range():
+    sides = subnet_sides(torch.Generator().manual_seed(0), 200, 224, 0.43, 1.0)
+    assert min(sides) >= math.floor(0.43 * 224) and max(sides) <= 224
+    assert sides == subnet_sides(torch.Generator().manual_seed(0), 200, 224, 0.43, 1.0)
+    assert len(set(sides)) > 20
+
+
+def test_resize_batch():
+    x = torch.randn(2, 3, 32, 32)
+    assert resize_batch(x, 32) is x
+    assert resize_batch(x, 14).shape == (2, 3, 14, 14)
+
+
+def test_config_validates_the_new_options():
+    from stimulative.config import TrainConfig, parse_resolution
+
+    assert parse_resolution("0.43,1") == (0.43, 1.0)
+    assert parse_resolution("") is None
+    for bad in ("1,0.5", "0,1", "a,b", "0.5"):
+        with pytest.raises(ValueError, match="subnet-resolution"):
+            TrainConfig(subnet_resolution=bad).validate()
+    with pytest.raises(ValueError, match="kl-start-epoch"):
+        TrainConfig(epochs=3, kl_start_epoch=3).validate()
+    with pytest.raises(ValueError, match="kl-schedule"):
+        TrainConfig(kl_schedule="linear").validate()
+    with pytest.raises(ValueError, match="no such file"):
+        TrainConfig(init_from="/nonexistent/run").validate()
+    with pytest.raises(ValueError, match="imagefolder"):
+        TrainConfig(dataset="imagefolder", resize=64).validate()
+
+
+def test_init_from_a_weights_file_of_this_model(tmp_path):
+    from safetensors.torch import save_file
+
+    from stimulative.finetune import load_initial_weights
+
+    torch.manual_seed(0)
+    src = create_model("resnet20", num_classes=10, in_chans=1)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    dst = create_model("resnet20", num_classes=10, in_chans=1)
+    load_initial_weights(dst, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    other = create_model("resnet32", num_classes=10, in_chans=1)
+    with pytest.raises(ValueError, match="not a weights file of this model"):
+        load_initial_weights(other, str(path))
+    with pytest.raises(ValueError, match="no checkpoint"):
+        load_initial_weights(dst, str(tmp_path))
