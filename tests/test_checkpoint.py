@@ -43,7 +43,7 @@ def test_save_then_load_round_trips(tmp_path):
     meta = ckpt.load_meta(str(folder))
     ckpt.check_compatible(str(folder), meta, "resnet20", 10, 1)
     ckpt.load_weights(str(folder), other)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True))
     assert ckpt.load_state(str(folder))["scheduler"] == {"last_epoch": 3}
 
 
