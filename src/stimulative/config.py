@@ -73,6 +73,8 @@ class TrainConfig:
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
     amp: str = _opt("none", "mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a grad scaler)", AMP)
     deterministic: bool = _opt(True, "deterministic algorithms (bit-exact resume on CPU); off enables cudnn.benchmark")
+    channels_last: bool = _opt(False, "channels-last (NHWC) memory format for weights and activations (faster convolutions on recent GPUs)")
+    compile: bool = _opt(False, "torch.compile the stem, the head and each block on its own, so that changing the sub-network does not recompile")
     workers: int = _opt(2, "data loader worker processes (CIFAR/ImageNet)")
     log_every: int = _opt(50, "steps between logged training losses")
     checkpoint_every: int = _opt(0, "steps between checkpoints besides the one at each epoch end (0: epochs only)")

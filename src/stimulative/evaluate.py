@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .batchnorm import BN_MODES, bn_state, calibration_mode, load_bn_state, preserved_bn_state
+from .batchnorm import BN_MODES, bn_layers, bn_state, calibration_mode, load_bn_state, preserved_bn_state
 from .elastic import ElasticNet
 from .loss import kl_divergence
 from .sampling import SubnetSpec
@@ -75,10 +75,14 @@ class SubnetWalk:
     def __enter__(self) -> SubnetWalk:
         self._guard.__enter__()
         if self.recalibrate:
-            with calibration_mode(self.model.stem):
-                acts = [self.model.stem(x) for x in self.calibration]
+            # In calibration every BN layer normalises with its batch's own statistics, so no
+            # activation depends on the statistics being estimated: the walk goes batch by
+            # batch, each tree node resuming its own running average. Memory: one batch's
+            # activations per level of the walk, not the whole calibration set per level.
+            with calibration_mode(self.model):
+                for x in self.calibration:
+                    _calibrate(self.model, self.root, self.model.stem(x))
             self.stem_bn = bn_state(self.model.stem)
-            _calibrate(self.model, self.root, acts)
         self.model.eval()
         return self
 
@@ -106,18 +110,28 @@ def subnet_logits(
                 yield c, indices, logits
 
 
-def _calibrate(model: ElasticNet, node: _Node, acts: list[torch.Tensor]) -> None:
+def _calibrate(model: ElasticNet, node: _Node, h: torch.Tensor) -> None:
+    """Add one calibration batch (``h``: the activation reaching ``node``) to the BN running
+    averages of every node below, depth first (the model is in calibration mode)."""
     for (s, b, path), child in node.children.items():
         block = model.stages[s][b]
-        with calibration_mode(block):
-            out = [block.run(h, path) for h in acts]
+        _resume_average(block, child.bn)
+        out = block.run(h, path)
         child.bn = bn_state(block)
         _calibrate(model, child, out)
     if node.leaves:
-        with calibration_mode(model.head):
-            for h in acts:
-                model.head(h)
+        _resume_average(model.head, node.head_bn)
+        model.head(h)
         node.head_bn = bn_state(model.head)
+
+
+def _resume_average(module: torch.nn.Module, state: list | None) -> None:
+    """Load a node's running BN averages so far (counters included), or start afresh."""
+    if state is None:
+        for m in bn_layers(module):
+            m.reset_running_stats()
+    else:
+        load_bn_state(module, state)
 
 
 def _infer(model: ElasticNet, node: _Node, h: torch.Tensor, recalibrate: bool):

@@ -29,9 +29,11 @@ from .evaluate import evaluate_full, evaluate_subnets, summarize
 from .loss import stimulative_loss
 from .models import create_model
 from .sampling import Architecture, SamplingSpace, SubnetSpec, parse_spec, sample_subnet, select_subnets, step_generator
+from .speed import prepare_model
 
 # config fields that may change between a run and its resumption
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every", "eval_batch_size"}
+RUNTIME_FIELDS |= {"channels_last", "compile"}  # how fast, not what is computed
 
 
 class TrainingError(RuntimeError):
@@ -250,6 +252,7 @@ def main(cfg: TrainConfig) -> dict:
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, cfg.download, cfg.augment, cfg.image_size)
     model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+    prepare_model(model, cfg.channels_last, cfg.compile)  # --channels-last; --compile, block by block
     arch = model.architecture
     space = build_space(arch, cfg.min_depths)
     fixed = None
