@@ -78,7 +78,7 @@ def test_shards_of_the_test_set_count_each_image_once():
     for n, world in [(450, 2), (7, 3), (2, 4)]:
         bounds = [shard_bounds(n, r, world) for r in range(world)]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
         assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
     data = TensorData(torch.arange(7.0)[:, None], torch.arange(7))
     assert torch.cat([shard_dataset(data, r, 3).tensors[1] for r in range(3)]).tolist() == list(range(7))
@@ -107,9 +107,9 @@ def test_ghost_batches_give_the_mean_of_per_rank_gradients():
     ghost = grads(x, y, 2)
     halves = [grads(x[:8], y[:8], 1), grads(x[8:], y[8:], 1)]
     plain = grads(x, y, 1)
-    for g, a, b in zip(ghost, *halves):
+    for g, a, b in zip(ghost, *halves, strict=False):
         torch.testing.assert_close(g, (a + b) / 2, rtol=1e-4, atol=1e-6)
-    assert max((g - p).abs().max() for g, p in zip(ghost, plain)) > 1e-3  # BN over 16 images is another model
+    assert max((g - p).abs().max() for g, p in zip(ghost, plain, strict=False)) > 1e-3  # BN over 16 images is another model
 
 
 def _train_float64(rank: int, world: int, port: int, path: str, steps: int = 6) -> None:
@@ -168,7 +168,7 @@ def test_ddp_steps_equal_single_process_ghost_batch_steps_in_float64(tmp_path):
     _train_float64(0, 1, 0, str(tmp_path / "one.pt"), 4)
     two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     assert len(two) == len(one) == 4
-    for a, b in zip(two, one):
+    for a, b in zip(two, one, strict=False):
         assert _max_diff(a, b) < 1e-12
     assert _max_diff(two[-1], two[0]) > 1e-3  # and the weights did move
 
@@ -288,11 +288,11 @@ def _two_processes_then_one(tmp_path, two: str, one: str) -> None:
         assert a["main"]["top1"] == pytest.approx(b["main"]["top1"], abs=0.3)  # one image of 450 may flip
         assert [s["spec"] for s in a["subnets"]["per_subnet"]] == [s["spec"] for s in b["subnets"]["per_subnet"]]
         assert a["subnets"]["count"] == b["subnets"]["count"] == 3
-        for s, t in zip(a["subnets"]["per_subnet"], b["subnets"]["per_subnet"]):
+        for s, t in zip(a["subnets"]["per_subnet"], b["subnets"]["per_subnet"], strict=False):
             assert s["top1"] == pytest.approx(t["top1"], abs=0.3)
     m_two = [json.loads(line) for line in open(os.path.join(two, "metrics.jsonl"))]
     m_one = [json.loads(line) for line in open(os.path.join(one, "metrics.jsonl"))]
     assert [m["step"] for m in m_two] == [m["step"] for m in m_one] == [4, 8]
-    for a, b in zip(m_two, m_one):  # losses averaged over all ranks
+    for a, b in zip(m_two, m_one, strict=False):  # losses averaged over all ranks
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     assert sorted(os.listdir(one)) == sorted(os.listdir(two))  # rank 0 alone writes: no strays

@@ -16,9 +16,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .distributed import distributed_session, main_process_output
     from .reevaluate import reevaluate
+    from .train import resolve_device
 
-    reevaluate(args.run_dir, subnets=args.subnets, bn=args.bn, max_subnets=args.max_subnets, min_depths=args.min_depths, out=args.out, device=args.device, progress=not args.no_progress)
+    # under torchrun the sub-networks are split across the processes; rank 0 writes and prints
+    with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
+        reevaluate(args.run_dir, subnets=args.subnets, bn=args.bn, max_subnets=args.max_subnets, min_depths=args.min_depths, out=args.out, device=str(env.device), progress=not args.no_progress)
 
 
 def _cmd_models(args: argparse.Namespace) -> None:

@@ -114,6 +114,18 @@ def distributed_session(device: torch.device) -> Iterator[DistEnv]:
             teardown()
 
 
+@contextmanager
+def main_process_output(env: DistEnv) -> Iterator[None]:
+    """Inside, only rank 0 prints to stdout (errors still reach stderr from every rank)."""
+    if env.is_main:
+        yield
+        return
+    import contextlib
+
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield
+
+
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
