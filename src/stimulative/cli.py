@@ -75,6 +75,24 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce(args.out, seeds, epochs, depths, progress=not args.no_progress)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import print_plan, sweep
+
+    if args.budget < 0:
+        raise ValueError(f"--budget must not be negative, got {args.budget}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    plan = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, dry_run=True)
+    print_plan(plan)
+    if args.dry_run:
+        return
+    evidence = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, analyse_only=args.analyse_only)
+    print(f"evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: {os.path.join(args.out, 'conclusion.md')}; "
+          f"figures in {os.path.join(args.out, 'figures')} ({evidence['wall_seconds_this_invocation']:.0f} s)")
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from .report import write_report
 
@@ -83,6 +101,15 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_destruction(args: argparse.Namespace) -> None:
+    from .distributed import distributed_session, main_process_output
+    from .train import resolve_device
+
+    # under torchrun the destroyed networks are split across the processes; rank 0 writes and prints
+    with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
+        _destruction(args, str(env.device), env.is_main)
+
+
+def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
     import json
 
     from .analysis.destruction import run_destruction
@@ -91,18 +118,20 @@ def _cmd_destruction(args: argparse.Namespace) -> None:
 
     results = {}
     for run_dir in args.run_dirs:
-        model, cfg, data, _, _ = load_run(run_dir, args.device)
+        model, cfg, data, _, _ = load_run(run_dir, device)
         calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
         per_bn = {bn: run_destruction(model, lambda: data.eval_batches(data.test, cfg.eval_batch_size), calibration if bn == "recalibrated" else [], bn, args.max_k, args.limit, cfg.seed) for bn in ("recalibrated", "running")}
-        with open(os.path.join(run_dir, "destruction.json"), "w") as fh:
-            json.dump(per_bn, fh, indent=1)
+        if write:
+            with open(os.path.join(run_dir, "destruction.json"), "w") as fh:
+                json.dump(per_bn, fh, indent=1)
         label = f"{cfg.mode.upper()} s{cfg.seed}" if cfg.mode.upper() in [r.split()[0] for r in results] else cfg.mode.upper()
         results[label] = {"per_seed": [per_bn]}
         for bn, r in per_bn.items():
             worst = {k: max((e["drop"] for e in r[k]), default=0.0) for k in ("delete_one", "delete_k", "permute_k")}
             print(f"{run_dir} ({bn} BN): intact {r['intact_top1']:.2f}; worst drop: delete one {worst['delete_one']:.2f}, delete k {worst['delete_k']:.2f}, permute {worst['permute_k']:.2f}")
     for bn in ("recalibrated", "running"):
-        print("figure:", destruction_figure(results, bn, args.figures))
+        if write:
+            print("figure:", destruction_figure(results, bn, args.figures))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke version: 1 seed, 3 epochs, no deeper networks")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_reproduce)
+
+    p = sub.add_parser("sweep", help="evidence: when does ST improve the full network? A resumable grid of CT, ST configurations and stochastic depth",
+                       description="Train CT, ST configurations (lambda, T, sub-networks per step, KL or KL-, sandwich) and stochastic depth on the digits "
+                                   "(full and 10 %% training splits; 30, 100, 200 epochs), several seeds per cell; --budget keeps the cells that fit "
+                                   "(a fixed priority order, estimated for a quiet 2-core CPU). Finished runs are skipped, interrupted ones resume. "
+                                   "Writes OUT/sweep.jsonl, OUT/evidence.json (per-cell mean ± std, paired differences to CT with 95 %% intervals, "
+                                   "cost in seconds and FLOPs), OUT/figures/ and OUT/conclusion.md.")
+    p.add_argument("--out", default="sweep", help="sweep folder (default: sweep)")
+    p.add_argument("--budget", type=float, default=30.0, metavar="MINUTES", help="time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design (default: 30)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every cell, at least 2 (default: 0 1 2)")
+    p.add_argument("--design", choices=("ofat", "full"), default="ofat", help="ofat: one factor at a time around the default ST; full: the whole factorial of ST options (default: ofat)")
+    p.add_argument("--model", default="resnet20", help="registered model (default: resnet20)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice; 1 is faster on a machine shared with other jobs)")
+    p.add_argument("--dry-run", action="store_true", help="print the selected cells and the estimated time, train nothing")
+    p.add_argument("--analyse-only", action="store_true", help="rewrite evidence.json, figures and conclusion.md from the finished runs, train nothing")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(fn=_cmd_sweep)
 
     p = sub.add_parser("report", help="write report.md and report.html from runs and studies", description="Collect finished runs (folders with results.json) and studies (from `stimulative reproduce`) into report.md and a single-file report.html with the figures embedded.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run or study folders")

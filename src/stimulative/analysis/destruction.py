@@ -9,7 +9,7 @@ import math
 import torch
 
 from ..elastic import ElasticNet
-from ..evaluate import evaluate_subnets
+from ..distributed import evaluate_subnets_sharded
 from ..sampling import Architecture, SubnetSpec, delete_blocks, permute_blocks, skippable_blocks
 
 
@@ -61,7 +61,8 @@ def run_destruction(model: ElasticNet, batches_fn, calibration, bn: str, max_k: 
     specs = destruction_specs(arch, max_k, limit, seed)
     flat = [arch.full()] + [spec for entries in specs.values() for _, _, spec in entries]
     unique = list(dict.fromkeys(flat))
-    scores = {s.spec: s.top1 for s in evaluate_subnets(model, unique, batches_fn(), calibration, bn)}
+    # under torchrun the destroyed networks are split across the processes (every rank gets all scores)
+    scores = {s.spec: s.top1 for s in evaluate_subnets_sharded(model, unique, batches_fn, calibration, bn)}
     intact = scores[arch.full().to_text()]
     result = {"bn": bn, "intact_top1": intact}
     for kind, entries in specs.items():
