@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-depths", default=None, help="sampling space, as minimum depths per stage or a named space (default: the run's)")
     p.add_argument("--max-subnets", type=int, default=None, help="a seeded sample of this many if the space is larger (default: the run's --eval-subnets)")
     p.add_argument("--latency-batch", type=int, default=1, help="images per timed forward pass (default: 1)")
-    p.add_argument("--latency-stat", choices=("median", "min"), default="median", help="statistic of the timed repeats used for the front and the budget; min is steadier on a busy machine (default: median)")
+    p.add_argument("--latency-stat", choices=("median", "min"), default="min", help="statistic of the timed repeats used for the front and the budget: min is the steady estimate on a shared, busy machine (others' processes only ever add time), median the typical time on a quiet one (default: min)")
     p.add_argument("--repeats", type=int, default=20, help="timed forward passes per sub-network (default: 20)")
     p.add_argument("--out", default="pareto.json", help="file name inside RUN_DIR (the plot takes the same name, .png)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
