@@ -3,7 +3,7 @@ latency on this machine, the Pareto front, and the best sub-network under a budg
 
 ``stimulative pareto RUN_DIR`` writes ``pareto.json`` and ``pareto.png`` into the run folder.
 FLOPs are counted by ``torch.utils.flop_counter`` for one image (a multiply-add counts 2;
-MACs are half); latency is the median wall time of a forward pass of ``latency_batch``
+MACs are half); latency is the minimum (or median) wall time of a forward pass of ``latency_batch``
 images, after warm-up, in inference mode on the chosen device, with the threads PyTorch
 uses here. Latency is a measurement of this machine at this moment: other processes
 running at the same time make it noisy.
@@ -126,7 +126,7 @@ def measure_subnets(
     latency_batch: int = 1,
     repeats: int = 20,
     progress=None,
-    latency_stat: str = "median",
+    latency_stat: str = "min",
 ) -> list[dict]:
     """One row per sub-network: spec, blocks, top-1 (from ``scores``), params, MFLOPs and
     latency in ms (``latency_ms`` is the ``latency_stat`` of the repeats; median and minimum
@@ -180,7 +180,7 @@ def pareto_run(
     device: str = "cpu",
     force: bool = False,
     progress: bool = True,
-    latency_stat: str = "median",
+    latency_stat: str = "min",
 ) -> dict:
     """Measure every sub-network of a run (or reuse ``out`` if it holds the same
     measurement), plot, and pick under the budget. Returns the written document."""
