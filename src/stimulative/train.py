@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,19 +22,25 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .batchnorm import frozen_bn_stats
-from .config import TrainConfig, config_from_dict
+from .config import TrainConfig, config_from_dict, parse_resolution
 from .data import DataSource, load_data
-from .elastic import ElasticNet, shared_prefix
-from .evaluate import evaluate_full, evaluate_subnets, summarize
+from .elastic import ElasticNet, drop_path_scales, shared_prefix
+from .evaluate import evaluate_subnets, summarize
 from .loss import stimulative_loss
-from .models import create_model
+from .analysis.kl_tracking import record_kl
+from .finetune import build_model, load_initial_weights, loafing_change
+from .stpp import NAMED_SPACES, kl_weight_at, min_depths_for, resize_batch, shallowest, subnet_sides
 from .sampling import Architecture, SamplingSpace, SubnetSpec, parse_spec, sample_subnet, select_subnets, step_generator
 from .speed import prepare_model
 
 # config fields that may change between a run and its resumption
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every", "eval_batch_size"}
 RUNTIME_FIELDS |= {"channels_last", "compile"}  # how fast, not what is computed
+# like the number of processes, how BN statistics are split may change on resume (a run
+# on N GPUs resumed on one keeps its BN semantics with --ghost-batches N)
+RUNTIME_FIELDS |= {"ghost_batches", "sync_bn"}
 
 
 class TrainingError(RuntimeError):
@@ -55,14 +62,62 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_space(arch: Architecture, min_depths: str) -> SamplingSpace:
+def build_space(arch: Architecture, min_depths: str, flag: str = "--min-depths") -> SamplingSpace:
+    """The sampling space of ``--min-depths``; a ValueError naming the flag if impossible."""
     if not min_depths:
         return SamplingSpace.default(arch)
     try:
-        mins = [int(t) for t in min_depths.split(",")]
+        mins = min_depths_for(arch, min_depths)  # integers per stage, or a named space
     except ValueError:
-        raise ValueError(f"--min-depths {min_depths!r}: write one integer per stage, e.g. 1,1,1") from None
-    return SamplingSpace.from_min_depths(arch, mins)
+        raise ValueError(f"{flag} {min_depths!r}: write one integer per stage, e.g. 1,1,1, or a named space ({', '.join(NAMED_SPACES)})") from None
+    for s, (m, n) in enumerate(zip(mins, arch.stage_sizes)):
+        if not 0 <= m <= n:
+            raise ValueError(f"{flag} {min_depths!r}: stage {s} has {n} blocks, so its minimum depth must be in 0..{n}, not {m}")
+    try:
+        return SamplingSpace.from_min_depths(arch, mins)
+    except ValueError as e:
+        raise ValueError(f"{flag} {min_depths!r}: {e}") from None
+
+
+def joint_forward(
+    model: ElasticNet, x: torch.Tensor, subnets: list[SubnetSpec], ghost_batches: int = 1, main_spec: SubnetSpec | None = None,
+    sub_inputs: list[torch.Tensor | None] | None = None, keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits of the main network (the full one, or ``main_spec``) and of each sub-network,
+    ``((B, classes), [(B, classes), ...])``. Each sub-network continues from the main
+    network's activation at the end of their shared prefix (in train mode both compute
+    exactly the same there), with BN running statistics frozen.
+
+    With ``ghost_batches`` > 1, BN normalises each equal part of the batch on its own, as
+    each rank of a DDP run normalises its share; only the first part updates the running
+    statistics (DDP keeps rank 0's). Under DDP this whole function is the forward of the
+    wrapped module (:class:`stimulative.distributed.JointForward`): every network or
+    sub-network pass of a step belongs in here (DDP wants one forward per backward).
+
+    ``sub_inputs[i]``, if given and not None, is sub-network ``i``'s own input (ST++'s
+    smaller inputs): it then runs from its stem, sharing nothing with the main network.
+
+    ``keep`` ``(B, blocks)``: stochastic depth's per-sample branch scales for the main
+    network (:func:`stimulative.elastic.drop_path_scales`)."""
+    main_spec = main_spec or model.architecture.full()
+    main_steps = main_spec.flat()
+    mains, subs = [], [[] for _ in subnets]
+    for g, xg in enumerate(x.chunk(ghost_batches) if ghost_batches > 1 else [x]):
+        kg = None if keep is None else keep.chunk(ghost_batches)[g] if ghost_batches > 1 else keep
+        with frozen_bn_stats(model) if g else nullcontext():
+            main, trace = model.forward_trace(xg, main_spec, keep=kg)
+        mains.append(main)
+        if subnets:
+            with frozen_bn_stats(model):
+                for i, spec in enumerate(subnets):
+                    own = sub_inputs[i] if sub_inputs is not None else None
+                    if own is not None:
+                        subs[i].append(model(own.chunk(ghost_batches)[g] if ghost_batches > 1 else own, spec))
+                        continue
+                    k = shared_prefix(main_steps, spec.flat())
+                    subs[i].append(model.forward_trace(xg, spec, start=(k, trace[k]))[0])
+    cat = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
+    return cat(mains), [cat(p) for p in subs]
 
 
 def training_step(
@@ -76,31 +131,32 @@ def training_step(
     kl_amplitude: float = 1.0,
     label_smoothing: float = 0.0,
     autocast=nullcontext,
+    ghost_batches: int = 1,
+    runner=None,
+    sub_inputs: list[torch.Tensor | None] | None = None,
+    keep: torch.Tensor | None = None,
 ) -> StepOutput:
-    """Forward of Eq. 1 for one batch: the full network, then each sampled sub-network
-    continuing from the full network's activation at the end of their shared prefix (in
-    train mode both compute exactly the same there), with BN running statistics frozen.
+    """Forward of Eq. 1 for one batch (:func:`joint_forward`, or ``runner``, the
+    DDP-wrapped :func:`joint_forward`, called as ``runner(x, subnets, ghost_batches)``).
+    ``sub_inputs``: per sub-network, its own resized input or None (see joint_forward);
+    ``keep``: stochastic depth's per-sample branch scales of the main network, or None.
     The caller takes one backward of the returned loss."""
-    full = model.architecture.full()
     with autocast():
-        main, trace = model.forward_trace(x, full)
-        subs = []
-        if subnets:
-            full_steps = full.flat()
-            with frozen_bn_stats(model):
-                for spec in subnets:
-                    k = shared_prefix(full_steps, spec.flat())
-                    subs.append(model.forward_trace(x, spec, start=(k, trace[k]))[0])
+        extra = {"sub_inputs": sub_inputs} if sub_inputs is not None else {}
+        if keep is not None:
+            extra["keep"] = keep
+        main, subs = (runner or partial(joint_forward, model))(x, subnets, ghost_batches, **extra)
     loss, ce, kl_sum = stimulative_loss(main, subs, y, kl_weight, temperature, kl, kl_amplitude, label_smoothing)
     return StepOutput(loss, ce, kl_sum)
 
 
 def individual_step(
-    model: ElasticNet, x: torch.Tensor, y: torch.Tensor, spec: SubnetSpec, label_smoothing: float = 0.0, autocast=nullcontext
+    model: ElasticNet, x: torch.Tensor, y: torch.Tensor, spec: SubnetSpec, label_smoothing: float = 0.0, autocast=nullcontext,
+    ghost_batches: int = 1, runner=None,
 ) -> StepOutput:
     """Train one fixed sub-network alone (its BN statistics are its own)."""
     with autocast():
-        logits = model(x, spec)
+        logits, _ = (runner or partial(joint_forward, model))(x, [], ghost_batches, spec)
     ce = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     return StepOutput(ce, ce, torch.zeros_like(ce))
 
@@ -121,6 +177,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+def new_epoch_sums() -> dict:
+    """Running sums of one epoch: losses on the device (no host sync per step), the step
+    count, and ``first_bad``: the 1-based step whose loss was first non-finite, or -1."""
+    return {"loss": torch.zeros(()), "ce": torch.zeros(()), "kl": torch.zeros(()), "steps": 0, "first_bad": torch.tensor(-1)}
+
+
 def train_one_epoch(
     model: ElasticNet,
     optimizer: torch.optim.Optimizer,
@@ -130,11 +192,13 @@ def train_one_epoch(
     first_step: int,
     scaler: torch.amp.GradScaler | None = None,
     on_step=None,
+    sums: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the epoch's batches. ``step_fn(x, y, step) -> StepOutput``. Sums stay on the
-    device (no host sync per step); ``on_step(step, sums)`` is called after every step."""
+    device (no host sync per step); ``on_step(step, sums)`` is called after every step.
+    ``sums`` continues the sums of an epoch resumed in its middle."""
     model.train()
-    sums = {"loss": torch.zeros(()), "ce": torch.zeros(()), "kl": torch.zeros(()), "steps": 0}
+    sums = new_epoch_sums() if sums is None else sums
     step = first_step
     for x, y in batches:
         out = step_fn(x, y, step)
@@ -150,6 +214,8 @@ def train_one_epoch(
         step += 1
         for k in ("loss", "ce", "kl"):
             sums[k] = sums[k].to(out.loss.device) + getattr(out, k).detach().float()
+        bad = sums["first_bad"].to(out.loss.device)
+        sums["first_bad"] = torch.where((bad < 0) & ~torch.isfinite(out.loss.detach()), step, bad)
         sums["steps"] += 1
         if on_step is not None:
             on_step(step, sums)
@@ -166,10 +232,11 @@ def evaluate_run(
     test = lambda: data.eval_batches(data.test, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
     if cfg.mode == "individual":
         main = evaluate_full_of(model, parse_spec(cfg.subnet), test(), calibration, bn)
-    else:
-        main = evaluate_full(model, test(), calibration, bn)
-    bar = tqdm(total=len(specs) * math.ceil(len(data.test) / cfg.eval_batch_size), desc=desc or f"eval ({bn} BN)", disable=not cfg.progress, leave=False)
-    scores = evaluate_subnets(model, specs, test(), calibration, bn, progress=bar.update)
+    else:  # under torchrun: each rank a share of the test images, each counted once
+        main = distributed.evaluate_full_sharded(model, data.test, lambda d: data.eval_batches(d, cfg.eval_batch_size, cfg.workers, str(device)), calibration, bn)
+    lo, hi = distributed.shard_bounds(len(specs))  # under torchrun: each rank a share of the sub-networks
+    bar = tqdm(total=(hi - lo) * math.ceil(len(data.test) / cfg.eval_batch_size), desc=desc or f"eval ({bn} BN)", disable=not cfg.progress or not distributed.is_main(), leave=False)
+    scores = distributed.evaluate_subnets_sharded(model, specs, test, calibration, bn, progress=bar.update)
     bar.close()
     return {"bn": bn, "main": main, "subnets": summarize(scores)}
 
@@ -215,17 +282,41 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
-def prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
-    """Create the run folder, refuse to clobber another run, and on --resume take the
-    saved configuration (flags may only change runtime options)."""
+def _saved_config(run_dir: str) -> TrainConfig:
+    """The configuration a run was started with: its config.yaml, else its checkpoint's."""
+    path = os.path.join(run_dir, "config.yaml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("not a mapping of option: value")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        found = ckpt.latest_checkpoint(os.path.join(run_dir, "checkpoint"))
+        if found is None:
+            reason = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+            raise TrainingError(f"--resume: cannot read {path!r} ({reason}) and the run has no checkpoint") from None
+        data = ckpt.load_meta(found)["config"]
+    try:
+        return config_from_dict(data).validate()
+    except (TypeError, ValueError) as e:
+        raise TrainingError(f"--resume: the saved configuration of {run_dir!r} is invalid: {str(e).splitlines()[0]}") from None
+
+
+def _holds_run(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, "config.yaml")) or ckpt.latest_checkpoint(os.path.join(run_dir, "checkpoint")) is not None
+
+
+def resolve_run(cfg: TrainConfig) -> TrainConfig:
+    """Check the run folder without writing anything: refuse to clobber another run, and on
+    --resume return the saved configuration (flags may only change runtime options)."""
     run_dir = cfg.run_dir()
-    config_path = os.path.join(run_dir, "config.yaml")
-    holds_run = os.path.exists(config_path) or ckpt.latest_checkpoint(os.path.join(run_dir, "checkpoint"))
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise TrainingError(f"--out {run_dir!r} is a file, not a folder")
+    holds_run = _holds_run(run_dir)
     if cfg.resume:
         if not holds_run:
             raise TrainingError(f"--resume: {run_dir!r} holds no run to continue")
-        with open(config_path) as fh:
-            saved = config_from_dict(yaml.safe_load(fh))
+        saved = _saved_config(run_dir)
         for name, value in cfg.to_dict().items():
             if name not in RUNTIME_FIELDS and getattr(saved, name) != value and value != getattr(TrainConfig(), name):
                 raise TrainingError(
@@ -237,31 +328,115 @@ def prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
     if holds_run or (os.path.isdir(run_dir) and os.listdir(run_dir)):
         if not cfg.force:
             raise TrainingError(f"{run_dir!r} already holds files; pass --resume to continue it, --force to start over, or another --out")
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(config_path, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        if not holds_run:
+            raise TrainingError(f"--force: {run_dir!r} holds files but no run (no config.yaml, no checkpoint); refusing to delete them")
     return cfg
 
 
-def main(cfg: TrainConfig) -> dict:
-    """Train as configured, write the run folder, return the results."""
-    cfg = prepare_run_dir(cfg)
+def create_run_dir(cfg: TrainConfig) -> None:
+    """Create the run folder (emptied first with --force) and write config.yaml atomically.
+    Called once every input has been checked, so bad input never touches the folder."""
     run_dir = cfg.run_dir()
-    device = resolve_device(cfg.device)
+    if cfg.resume:
+        return
+    if cfg.force and _holds_run(run_dir):
+        shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "config.yaml")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def prepare_run_dir(cfg: TrainConfig) -> TrainConfig:
+    """:func:`resolve_run` then :func:`create_run_dir`."""
+    cfg = resolve_run(cfg)
+    create_run_dir(cfg)
+    return cfg
+
+
+def truncate_records(path: str, keep) -> None:
+    """Keep the JSON-lines records of ``path`` for which ``keep(record)`` holds, dropping
+    work that a resumed run redoes and any partial line left by a crash, so the file reads
+    as one uninterrupted run. Rewritten atomically."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            try:
+                if isinstance(record, dict) and keep(record):
+                    kept.append(json.dumps(record) + "\n")
+            except (KeyError, TypeError):
+                continue
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.writelines(kept)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def main(cfg: TrainConfig) -> dict:
+    """Train as configured, write the run folder, return the results. Every input is checked
+    before anything is written, so a bad one leaves an existing folder untouched.
+
+    Started by ``torchrun`` with several processes, it trains with DistributedDataParallel
+    (see :mod:`stimulative.distributed`); only rank 0 writes into the run folder."""
+    with distributed.distributed_session(resolve_device(cfg.device)) as env:
+        return _train(cfg, env)
+
+
+def _global_sums(sums: dict, device: torch.device) -> dict:
+    """The epoch's sums over all ranks: losses averaged (each rank saw an equal share of
+    every batch), the first non-finite step the earliest of any rank."""
+    if not distributed.is_dist():
+        return sums
+    losses = torch.stack([sums[k].to(device).float() for k in ("loss", "ce", "kl")])
+    losses = distributed.all_reduce(losses) / distributed.get_world_size()
+    never = torch.iinfo(torch.int64).max
+    bad = sums["first_bad"].to(device)
+    bad = distributed.all_reduce(torch.where(bad < 0, never, bad), "min")
+    return {**sums, "loss": losses[0], "ce": losses[1], "kl": losses[2], "first_bad": torch.where(bad == never, -1, bad)}
+
+
+def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
+    cfg = resolve_run(cfg)
+    run_dir = cfg.run_dir()
+    device = env.device
     seed_everything(cfg.seed, cfg.deterministic)
-    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, cfg.download, cfg.augment, cfg.image_size)
-    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, cfg.download, cfg.augment, cfg.image_size,
+                     resize=cfg.resize, skip_corrupt=cfg.skip_corrupt, workers=cfg.workers)
+    # any registered model, or a timm:/torchvision: one adapted (with --pretrained-file)
+    log = print if env.is_main else (lambda _: None)
+    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size, pretrained=not cfg.resume, log=log)
+    if cfg.init_from and not cfg.resume:  # fine-tuning: on --resume the checkpoint's weights win
+        log(f"fine-tuning from {load_initial_weights(model, cfg.init_from)}")
+    model = model.to(device)
+    if cfg.sync_bn:
+        model = distributed.convert_sync_bn(model, device)
     prepare_model(model, cfg.channels_last, cfg.compile)  # --channels-last; --compile, block by block
     arch = model.architecture
     space = build_space(arch, cfg.min_depths)
+    if cfg.eval_min_depths:
+        build_space(arch, cfg.eval_min_depths, "--eval-min-depths")  # checked now, used after training
     fixed = None
     if cfg.mode == "individual":
         fixed = parse_spec(cfg.subnet)
-        arch.validate(fixed)
+        try:
+            arch.validate(fixed)
+        except ValueError as e:
+            raise ValueError(f"--subnet {cfg.subnet!r}: {e}") from None
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(data.train)} images)")
+    if cfg.batch_size % (env.world_size * cfg.ghost_batches):
+        raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly into {env.world_size} process(es) x {cfg.ghost_batches} ghost batch(es)")
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = make_optimizer(model, cfg)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
@@ -270,88 +445,174 @@ def main(cfg: TrainConfig) -> dict:
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
 
-    step, train_seconds = 0, 0.0
+    step, train_seconds, resumed_sums = 0, 0.0, None
     ckpt_dir = os.path.join(run_dir, "checkpoint")
     found = ckpt.latest_checkpoint(ckpt_dir) if cfg.resume else None
     if found:
         meta = ckpt.load_meta(found)
-        if meta.get("model") != cfg.model:
-            raise ckpt.CheckpointError(f"checkpoint {found!r} is for model {meta.get('model')!r}, not {cfg.model!r}")
+        ckpt.check_compatible(found, meta, cfg.model, data.num_classes, data.in_chans)
         ckpt.load_weights(found, model)
         state = ckpt.load_state(found)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step, train_seconds = int(meta["step"]), float(meta["train_seconds"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(f"training state of {found!r} does not fit this run ({str(e).splitlines()[0]})") from None
+        step, train_seconds = meta["step"], float(meta.get("train_seconds", 0.0))
+        if not 0 <= step <= total_steps:
+            raise ckpt.CheckpointError(f"checkpoint {found!r} is at step {step}, outside this run's {total_steps} steps")
+        resumed_sums = state.get("epoch_sums")
+    distributed.barrier()  # every rank has read the folder before rank 0 changes it
+    if env.is_main:
+        create_run_dir(cfg)  # every input is valid: only now touch the folder
 
     kl_weight = cfg.effective_kl_weight()
+    kl_start = int(cfg.kl_start_epoch * steps_per_epoch)
+    smallest = shallowest(space, arch, cfg.sampler) if cfg.sandwich else None
+    resolution = parse_resolution(cfg.subnet_resolution)
+    runner = None  # under torchrun: DDP around the joint forward of the network and its sub-networks
+    if env.enabled:
+        if fixed is not None:
+            distributed.freeze_unused(model, [(s, b) for s, b, _ in fixed.flat()])
+        runner = distributed.wrap_ddp(distributed.JointForward(model, joint_forward), env)
 
     def step_fn(x, y, s):
         if fixed is not None:
-            return individual_step(model, x, y, fixed, cfg.label_smoothing, autocast)
-        subnets = []
-        if kl_weight > 0:
-            gen = step_generator(cfg.seed, s)
+            return individual_step(model, x, y, fixed, cfg.label_smoothing, autocast, cfg.ghost_batches, runner)
+        subnets, sub_inputs = [], None
+        lam = kl_weight_at(kl_weight, s, total_steps, kl_start, cfg.kl_schedule)  # lambda schedule
+        if lam > 0:
+            gen = step_generator(cfg.seed, s) if cfg.same_subnets_across_ranks else distributed.rank_generator(cfg.seed, s, env.rank)
             subnets = [sample_subnet(space, arch, cfg.sampler, gen) for _ in range(cfg.subnets_per_step)]
-        return training_step(model, x, y, subnets, kl_weight, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast)
+            if smallest is not None:  # the sandwich rule
+                subnets.append(smallest)
+            if resolution is not None:  # ST++: each sub-network on a random smaller input
+                sides = subnet_sides(gen, len(subnets), x.shape[-1], *resolution)
+                sub_inputs = [resize_batch(x, side) for side in sides]
+        keep = None
+        if cfg.mode == "stochastic-depth":  # blocks dropped per sample, seeded by (seed, step[, rank])
+            gen = distributed.rank_generator(cfg.seed, s, env.rank)  # rank 0: step_generator(seed, step)
+            keep = drop_path_scales(arch, cfg.drop_path_rate, x.shape[0], gen)
+        return training_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast, cfg.ghost_batches, runner, sub_inputs, keep)
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    writer = _tensorboard(run_dir)
+    # on resume, records of the work to redo go; at an epoch boundary the epoch's own
+    # records are written again (from the checkpoint's sums), whether or not the killed
+    # process got to write them
+    redo_epoch_end = bool(found) and step > 0 and step % steps_per_epoch == 0 and resumed_sums is not None
+    if cfg.resume and env.is_main:
+        last = step - 1 if redo_epoch_end else step
+        truncate_records(metrics_path, lambda r: r["step"] <= last)
+        truncate_records(os.path.join(run_dir, "kl_tracking.jsonl"), lambda r: r["epoch"] * steps_per_epoch < step)
+    distributed.barrier()
+    writer = _tensorboard(run_dir, purge_step=step if found else None) if env.is_main else None
     clock = time.perf_counter()
 
-    def save(at_step: int) -> None:
+    def check_finite(sums: dict, epoch: int) -> None:
+        bad = int(sums["first_bad"])
+        if bad >= 0:
+            last = ckpt.latest_checkpoint(ckpt_dir)
+            kept = f"the last good checkpoint {last!r} (step {ckpt.load_meta(last)['step']}) is kept" if last else "no checkpoint had been written yet"
+            raise TrainingError(f"non-finite loss at step {bad} (epoch {epoch + 1}); training stopped; {kept}")
+
+    def save(at_step: int, sums: dict, epoch: int) -> None:
         nonlocal clock, train_seconds
+        sums = _global_sums(sums, device)
+        check_finite(sums, epoch)
+        distributed.broadcast_buffers(model)  # rank 0's BN running statistics, as DDP keeps
+        _check_finite_weights(model, at_step)
         now = time.perf_counter()
         train_seconds += now - clock
         clock = now
-        _check_finite_weights(model, at_step)
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                 "epoch_sums": {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in sums.items()}}
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
         meta = {"step": at_step, "epoch": at_step // steps_per_epoch, "train_seconds": train_seconds, "model": cfg.model,
-                "num_classes": data.num_classes, "in_chans": data.in_chans, "config": cfg.to_dict()}
-        ckpt.save_checkpoint(ckpt_dir, model, state, meta)
+                "num_classes": data.num_classes, "in_chans": data.in_chans, "config": cfg.to_dict(), "world_size": env.world_size}
+        if env.is_main:
+            ckpt.save_checkpoint(ckpt_dir, model, state, meta)
 
-    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.mode} {cfg.model}", unit="step", disable=not cfg.progress)
+    def end_of_epoch(epoch: int, sums: dict) -> None:
+        """The epoch's record in metrics.jsonl (and TensorBoard), after its checkpoint."""
+        at_step = (epoch + 1) * steps_per_epoch
+        quick = distributed.evaluate_full_sharded(model, data.test, lambda d: data.eval_batches(d, cfg.eval_batch_size, cfg.workers, str(device)), bn="running") if fixed is None else {}
+        sums = _global_sums(sums, device)
+        if not env.is_main:
+            return
+        n = max(1, sums["steps"])
+        record = {"epoch": epoch + 1, "step": at_step, "lr": scheduler.get_last_lr()[0],
+                  "loss": float(sums["loss"]) / n, "ce": float(sums["ce"]) / n, "kl": float(sums["kl"]) / n,
+                  "test_top1_running_bn": quick.get("top1"), "train_seconds": train_seconds}
+        with open(metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if kl_tracking is not None:
+            record_kl(model, *kl_tracking, epoch + 1, os.path.join(run_dir, "kl_tracking.jsonl"))
+        if writer is not None:
+            for k in ("loss", "ce", "kl"):
+                writer.add_scalar(f"epoch/{k}", record[k], at_step)
+            if quick:
+                writer.add_scalar("epoch/test_top1_running_bn", quick["top1"], at_step)
+
+    kl_tracking = None
+    if cfg.track_kl and fixed is None:  # paper Fig. 7: KL to every sub-network on a fixed held-out batch
+        x_kl, y_kl = next(data.eval_batches(data.test, cfg.track_kl_images, 0, str(device)))
+        kl_tracking = (select_subnets(space, arch, cfg.eval_subnets, cfg.seed), (x_kl, y_kl))
+        if step == 0 and env.is_main:
+            record_kl(model, *kl_tracking, 0, os.path.join(run_dir, "kl_tracking.jsonl"))
+
+    if redo_epoch_end:
+        end_of_epoch(step // steps_per_epoch - 1, resumed_sums)
+
+    before = None
+    if (cfg.init_from or cfg.pretrained_file) and fixed is None:  # fine-tuning: loafing before training
+        before_path = os.path.join(run_dir, "results_before.json")
+        if step == 0:
+            before = finish(model, data, cfg, device, space, 0.0, out_name="results_before.json")
+            if env.is_main:
+                print("before fine-tuning:")
+                print_summary(before)
+        elif os.path.exists(before_path):
+            with open(before_path, encoding="utf-8") as fh:
+                before = json.load(fh)
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.mode} {cfg.model}", unit="step", disable=not cfg.progress or not env.is_main)
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
-        batches = data.train_batches(cfg.batch_size, cfg.seed, epoch, start, cfg.workers, str(device))
+        batches = data.train_batches(cfg.batch_size, cfg.seed, epoch, start, cfg.workers, str(device), env.rank, env.world_size)
+        sums = resumed_sums if (resumed_sums is not None and start > 0) else new_epoch_sums()
+        if start > 0 and resumed_sums is None:
+            sums["steps"] = start  # a checkpoint without sums: average over the steps we see
+        resumed_sums = None
 
         def on_step(s, sums, epoch=epoch):
             bar.update(1)
             if s % cfg.log_every == 0 or s % steps_per_epoch == 0:
-                loss = sums["loss"].item() / sums["steps"]
-                if not math.isfinite(loss):
-                    raise TrainingError(f"non-finite loss at step {s} (epoch {epoch}); the last good checkpoint is kept in {ckpt_dir!r}")
+                sums = _global_sums(sums, device)
+                check_finite(sums, epoch)
+                loss = float(sums["loss"]) / sums["steps"]
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
                 if writer is not None:
                     writer.add_scalar("train/loss", loss, s)
             if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s % steps_per_epoch:
-                save(s)
+                save(s, sums, epoch)
 
-        sums = train_one_epoch(model, optimizer, scheduler, batches, step_fn, step, scaler, on_step)
-        step += sums["steps"]
-        save(step)
-        quick = evaluate_full(model, data.eval_batches(data.test, cfg.eval_batch_size, cfg.workers, str(device)), bn="running") if fixed is None else {}
-        n = max(1, sums["steps"])
-        record = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
-                  "loss": sums["loss"].item() / n, "ce": sums["ce"].item() / n, "kl": sums["kl"].item() / n,
-                  "test_top1_running_bn": quick.get("top1"), "train_seconds": train_seconds}
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        if writer is not None:
-            for k in ("loss", "ce", "kl"):
-                writer.add_scalar(f"epoch/{k}", record[k], epoch + 1)
-            if quick:
-                writer.add_scalar("epoch/test_top1_running_bn", quick["top1"], epoch + 1)
+        sums = train_one_epoch(model, optimizer, scheduler, batches, step_fn, step, scaler, on_step, sums)
+        step = epoch * steps_per_epoch + sums["steps"]
+        save(step, sums, epoch)
+        end_of_epoch(epoch, sums)
     bar.close()
     if writer is not None:
         writer.close()
 
     results = finish(model, data, cfg, device, space, train_seconds)
-    print_summary(results)
+    if env.is_main:
+        print_summary(results)
+        if before is not None:
+            print("\n" + "\n".join(loafing_change(before, results)))
     return results
 
 
@@ -359,6 +620,8 @@ def finish(model: ElasticNet, data: DataSource, cfg: TrainConfig, device: torch.
     """Evaluate the trained model in the configured BN mode(s) and write the results file."""
     arch = model.architecture
     if specs is None:
+        if cfg.eval_min_depths:
+            space = build_space(arch, cfg.eval_min_depths, "--eval-min-depths")
         specs = [parse_spec(cfg.subnet)] if cfg.mode == "individual" else select_subnets(space, arch, cfg.eval_subnets, cfg.seed)
     modes = ["recalibrated", "running"] if cfg.eval_bn == "both" else [cfg.eval_bn]
     by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn) for bn in modes}
@@ -366,9 +629,12 @@ def finish(model: ElasticNet, data: DataSource, cfg: TrainConfig, device: torch.
     results = {
         "mode": cfg.mode, "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": cfg.epochs,
         "train_seconds": train_seconds, "bn": first["bn"], "main": first["main"], "subnets": first["subnets"],
-        "by_bn": by_bn, "space_size": space.size("ordered"), "subnets_evaluated": len(specs),
+        "by_bn": by_bn, "space_size": space.size("ordered"), "num_classes": data.num_classes, "subnets_evaluated": len(specs),
+        "skipped_images": len(data.skipped),
         "config": cfg.to_dict(),
     }
+    if not distributed.is_main():  # every rank has the results; rank 0 writes them
+        return results
     path = os.path.join(cfg.run_dir(), out_name)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
@@ -391,9 +657,10 @@ def _check_finite_weights(model: torch.nn.Module, step: int) -> None:
             raise TrainingError(f"non-finite value in {name} at step {step}; the last good checkpoint is kept")
 
 
-def _tensorboard(run_dir: str):
+def _tensorboard(run_dir: str, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(os.path.join(run_dir, "tb"))
+    # on resume, purge_step drops the events logged after the checkpoint (they are redone)
+    return SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge_step)
