@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(a fixed priority order, estimated for a quiet 2-core CPU). Finished runs are skipped, interrupted ones resume. "
                                    "Writes OUT/sweep.jsonl, OUT/evidence.json (per-cell mean ± std, paired differences to CT with 95 %% intervals, "
                                    "cost in seconds and FLOPs), OUT/figures/ and OUT/conclusion.md.")
-    p.add_argument("--out", default="sweep", help="sweep folder (default: sweep)")
+    p.add_argument("--out", default="runs/sweep", help="sweep folder (default: runs/sweep)")
     p.add_argument("--budget", type=float, default=30.0, metavar="MINUTES", help="time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design (default: 30)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every cell, at least 2 (default: 0 1 2)")
     p.add_argument("--design", choices=("ofat", "full"), default="ofat", help="ofat: one factor at a time around the default ST; full: the whole factorial of ST options (default: ofat)")

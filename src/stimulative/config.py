@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-MODES = ("st", "ct", "individual")
+MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
 EVAL_BN = ("both", "recalibrated", "running")
 
@@ -25,7 +25,7 @@ def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
 @dataclass
 class TrainConfig:
     # what to train
-    mode: str = _opt("st", "st: stimulative training; ct: common training (no KL); individual: train --subnet alone", MODES)
+    mode: str = _opt("st", "st: stimulative training; ct: common training (no KL); individual: train --subnet alone; stochastic-depth: CT with blocks dropped per sample (Huang et al. 2016), see --drop-path-rate", MODES)
     model: str = _opt("resnet20", "registered model name (see `stimulative models`)")
     dataset: str = _opt("digits", "digits (shipped with scikit-learn), cifar10, cifar100 or imagefolder")
     data_root: str = _opt("data", "folder holding cifar-10-batches-py / cifar-100-python, or train/ and val/ for imagefolder")
@@ -60,6 +60,7 @@ class TrainConfig:
     kl_start_epoch: float = _opt(0.0, "lambda is 0 before this epoch (common training first), then follows --kl-schedule")
     subnet_resolution: str = _opt("", "ST++: each sub-network sees the batch resized to a random side in this range, as fractions of the input side, e.g. 0.43,1 (empty: the full network's input)")
     subnet: str = _opt("", "individual mode: the sub-network to train alone, e.g. 1,1,1")
+    drop_path_rate: float = _opt(0.5, "stochastic-depth mode: drop probability of the last block; block l of L is dropped with probability l/L times this (Huang et al.'s linear rule, their p_L = 1 - 0.5); only skippable blocks are dropped")
     # evaluation
     eval_bn: str = _opt("both", "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both", EVAL_BN)
     calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
@@ -115,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
         if self.mode == "individual" and not self.subnet:

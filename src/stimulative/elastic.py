@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .sampling import BRANCH, Architecture, SubnetSpec
+from .sampling import BRANCH, FULL, Architecture, SubnetSpec
 
 
 class ResidualBlock(nn.Module):
@@ -65,18 +65,29 @@ class ElasticNet(nn.Module):
         x: torch.Tensor,
         spec: SubnetSpec,
         start: tuple[int, torch.Tensor] | None = None,
+        keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run ``spec`` and return ``(logits, trace)``; ``trace[j]`` is the activation after
         the first ``j`` blocks of ``spec.flat()`` (``trace[0]`` is the stem's output).
 
         ``start=(k, h)`` resumes from an activation ``h`` already computed for the first
         ``k`` blocks (a shared prefix), skipping the stem and those blocks; the trace then
-        begins at ``h`` (``trace[j]`` follows ``k + j`` blocks)."""
+        begins at ``h`` (``trace[j]`` follows ``k + j`` blocks).
+
+        ``keep`` (stochastic depth), ``(B, blocks)`` from :func:`drop_path_scales`: column
+        ``j`` scales the residual branch of the network's ``j``-th block per sample (0: the
+        block is the identity for that sample; 1/p: kept). Only skippable blocks run whole
+        are scaled."""
         steps = spec.flat()
         k, h = start if start is not None else (0, self.stem(x))
+        columns = block_columns(self.architecture) if keep is not None else None
         trace = [h]
         for s, b, path in steps[k:]:
-            h = self.stages[s][b].run(h, path)
+            block = self.stages[s][b]
+            if columns is not None and path == FULL and block.skippable:
+                h = block.merge(h, drop_path(block.branch(h), keep[:, columns[s] + b]))
+            else:
+                h = block.run(h, path)
             trace.append(h)
         return self.head(h), trace
 
@@ -89,3 +100,43 @@ def shared_prefix(a: Sequence, b: Sequence) -> int:
             break
         n += 1
     return n
+
+
+# ---------------------------------------------------------------------------------------
+# stochastic depth (Huang et al. 2016), as a per-sample scale of the residual branches
+
+
+def block_columns(arch: Architecture) -> list[int]:
+    """Index of each stage's first block in the network's block order (stage-major)."""
+    out, n = [], 0
+    for size in arch.stage_sizes:
+        out.append(n)
+        n += size
+    return out
+
+
+def survival_probabilities(arch: Architecture, drop_path_rate: float) -> list[float]:
+    """Survival probability of every block in network order, by Huang et al.'s linear decay
+    rule: block ``l`` of ``L`` (1-based) survives with ``1 - l / L * drop_path_rate``, so the
+    last one with ``1 - drop_path_rate`` (their ``p_L``; 0.5 in the paper). Blocks without
+    an identity shortcut are never dropped (probability 1), as no sub-network skips them."""
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop path rate must be in [0, 1), got {drop_path_rate}")
+    flags = [k for stage in arch.skippable for k in stage]
+    total = len(flags)
+    return [1.0 - (i + 1) / total * drop_path_rate if skip else 1.0 for i, skip in enumerate(flags)]
+
+
+def drop_path_scales(arch: Architecture, drop_path_rate: float, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """``(batch, blocks)`` per-sample branch scales: 0 where a block is dropped for that
+    sample, ``1/p`` where it is kept (so each block's expected output is the full block's,
+    and evaluation runs the full network unscaled, as timm's ``drop_path``). Drawn on the
+    CPU from ``generator``: a run's drops are a pure function of its seed and step."""
+    p = torch.tensor(survival_probabilities(arch, drop_path_rate))  # (blocks,)
+    kept = torch.rand(batch, len(p), generator=generator) < p
+    return kept.float() / p
+
+
+def drop_path(b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The branch output ``b`` ``(B, ...)`` times a per-sample ``scale`` ``(B,)``."""
+    return b * scale.to(device=b.device, dtype=b.dtype).view(-1, *([1] * (b.dim() - 1)))

@@ -1,0 +1,102 @@
+"""Figures of the sweep's evidence (``evidence.json``): accuracy against training cost for
+CT, stochastic depth and the ST configurations, and the paired differences to CT."""
+
+from __future__ import annotations
+
+import os
+
+from .figures import BN_TITLES, COLORS, _save, plt
+
+MODE_COLORS = {"ct": COLORS["CT"], "st": COLORS["ST"], "stochastic-depth": COLORS["stochastic depth"]}
+EPOCH_MARKERS = {30: "o", 100: "s", 200: "D"}
+
+
+def _splits(evidence: dict) -> list[str]:
+    return sorted({c["split"] for c in evidence["cells"].values()}, key=lambda s: s == "full")
+
+
+def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
+    """One point per cell: mean ± std over seeds against training FLOPs. Default
+    configurations are joined across epochs; ST variants are smaller, unjoined points."""
+    for mode in ("ct", "stochastic-depth", "st"):
+        members = [c for c in cells if c["mode"] == mode]
+        for c in members:
+            m = c["metrics"][bn][metric]
+            x = c["flops"]["total"] / 1e12
+            ax.errorbar(x, m["mean"], yerr=m["std"], color=MODE_COLORS[mode], marker=EPOCH_MARKERS.get(c["epochs"], "o"),
+                        markersize=7 if c["default"] else 4, alpha=1.0 if c["default"] else 0.55, capsize=2, linestyle="none")
+        line = sorted((c for c in members if c["default"]), key=lambda c: c["epochs"])
+        if len(line) > 1:
+            ax.plot([c["flops"]["total"] / 1e12 for c in line], [c["metrics"][bn][metric]["mean"] for c in line], color=MODE_COLORS[mode], alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost (TFLOPs, forward + backward)")
+    ax.grid(alpha=0.3)
+
+
+def _legend(ax) -> None:
+    handles = [plt.Line2D([], [], color=MODE_COLORS[m], marker="o", linestyle="-", label=label)
+               for m, label in (("ct", "CT"), ("stochastic-depth", "stochastic depth (large: rate 0.5)"), ("st", "ST (large: λ 1, T 1, n 1, KL)"))]
+    handles += [plt.Line2D([], [], color="gray", marker=mk, linestyle="none", label=f"{e} epochs") for e, mk in EPOCH_MARKERS.items()]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+
+
+def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+    splits = _splits(evidence)
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        _scatter(ax, [c for c in evidence["cells"].values() if c["split"] == split], bn, "full")
+        ax.set_title(f"training split: {split}", fontsize=10)
+        ax.set_ylabel("full-network top-1 (%)")
+    _legend(axes[0][-1])
+    fig.suptitle(f"Full network vs training cost (mean ± std over seeds; {BN_TITLES[bn]})", fontsize=11)
+    return _save(fig, folder, f"evidence_full_vs_cost_{bn}.png")
+
+
+def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+    splits = _splits(evidence)
+    fig, axes = plt.subplots(2, len(splits), figsize=(5.5 * len(splits), 7.5), squeeze=False)
+    for j, split in enumerate(splits):
+        cells = [c for c in evidence["cells"].values() if c["split"] == split]
+        for i, (metric, label) in enumerate((("sub_mean", "mean top-1 of all sub-networks (%)"), ("sub_worst", "worst sub-network top-1 (%)"))):
+            _scatter(axes[i][j], cells, bn, metric)
+            axes[i][j].set_ylabel(label)
+            axes[i][j].set_title(f"training split: {split}", fontsize=10)
+    _legend(axes[1][-1])
+    fig.suptitle(f"Sub-networks vs training cost (27 ordered sub-networks; {BN_TITLES[bn]})", fontsize=11)
+    return _save(fig, folder, f"evidence_subnets_vs_cost_{bn}.png")
+
+
+def paired_difference_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+    """Forest plot: each ST and stochastic-depth cell minus CT (same seed), mean and 95 %
+    interval, for the full network, the mean and the worst sub-network."""
+    comps = [c for c in evidence["comparisons"] if c["bn"] == bn and c["kind"] in ("st vs CT", "SD vs CT")]
+    rows = sorted({(c["group"], c["cell"], c["label"], c["kind"]) for c in comps},
+                  key=lambda r: (r[0].split("-e")[0] != "10pct", int(r[0].split("-e")[1]), r[3] != "SD vs CT", r[2]))
+    metrics = (("full", "full network"), ("sub_mean", "mean sub-network"), ("sub_worst", "worst sub-network"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, max(3.0, 0.22 * len(rows) + 1.5)), sharey=True)
+    index = {r[1]: i for i, r in enumerate(rows)}
+    for ax, (metric, title) in zip(axes, metrics, strict=True):
+        for c in comps:
+            if c["metric"] != metric:
+                continue
+            y = index[c["cell"]]
+            color = MODE_COLORS["st"] if c["kind"] == "st vs CT" else MODE_COLORS["stochastic-depth"]
+            ax.plot(c["ci95"], [y, y], color=color, alpha=0.8)
+            ax.plot(c["mean"], y, "o", color=color, markersize=4)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(f"{title}: cell − CT (points)", fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(rows)), [f"{g}  {label}" for g, _, label, _ in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Paired differences to CT (same seed), mean and 95 % t interval ({BN_TITLES[bn]})", fontsize=11)
+    return _save(fig, folder, f"evidence_paired_{bn}.png")
+
+
+def evidence_figures(evidence: dict, folder: str) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for bn in evidence["bn_modes"]:
+        out += [full_vs_cost_figure(evidence, folder, bn), subnets_vs_cost_figure(evidence, folder, bn)]
+        if any(c["bn"] == bn for c in evidence["comparisons"]):
+            out.append(paired_difference_figure(evidence, folder, bn))
+    return out
