@@ -323,10 +323,23 @@ def has_identity_shortcut(module: nn.Module, x: torch.Tensor, rtol: float = 1e-4
     )
 
 
+def _called_parent(name: str, calls: dict[str, _Call]) -> str:
+    """The nearest ancestor that was called (a ModuleList is iterated, never called)."""
+    parent = _parent(name)
+    while parent and parent not in calls:
+        parent = _parent(parent)
+    return parent
+
+
 def _children_chain(name: str, calls: dict[str, _Call]) -> list[str] | None:
-    """The called children of ``name`` if its call is exactly the chain of their calls
-    (the first takes its input, each the previous one's output, the last gives its output)."""
-    kids = sorted((n for n in calls if n and _parent(n) == name), key=lambda n: calls[n].order) if name else []
+    """The called children of ``name`` (through uncalled ModuleLists) if its call is exactly
+    the chain of their calls (the first takes its input, each the previous one's output,
+    the last gives its output)."""
+    if name not in calls:
+        return None
+    kids = sorted(
+        (n for n in calls if n and n != name and _called_parent(n, calls) == name), key=lambda n: calls[n].order
+    )
     if not kids or any(calls[k].count != 1 for k in kids):
         return None
     value = calls[name].inp
@@ -517,7 +530,7 @@ def adapt(model: nn.Module, example: torch.Tensor, name: str = "") -> AdaptedNet
     except AdapterError as first:
         # blocks nested in a module that is not a plain chain (MobileViT's transformer inside
         # a convolutional block) cannot be cut out; keep the others if that helps
-        main = [b for b in blocks if all(_children_chain(a, calls) for a in _ancestors(_parent(b)))]
+        main = [b for b in blocks if all(_children_chain(a, calls) for a in _ancestors(_parent(b)) if a in calls)]
         if not main or main == blocks:
             raise
         try:
