@@ -183,5 +183,6 @@ def _unpickling_reason(e: BaseException) -> str:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run on for lines)."""
     text = str(e).strip()
-    return text.splitlines()[0].strip() if text else type(e).__name__
+    return text.splitlines()[0].split(". ")[0].strip().rstrip(".") if text else type(e).__name__

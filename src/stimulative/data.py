@@ -315,11 +315,10 @@ def load_image(path: str):
     from PIL import Image
 
     try:
-        with open(path, "rb") as fh:
-            img = Image.open(fh)
+        with Image.open(path) as img:
             return img.convert("RGB")  # decodes the whole file: a truncated one fails here
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0].replace(f" {path!r}", "") if str(e) else type(e).__name__
         raise DataError(f"cannot read image {path!r} ({reason}); pass --skip-corrupt to skip and count such files") from None
 
 

@@ -25,6 +25,7 @@ def load_run(run_dir: str, device: str = "auto"):
     data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, False, cfg.augment, cfg.image_size,
                      resize=cfg.resize, skip_corrupt=cfg.skip_corrupt, workers=cfg.workers)
     # the weights come from the checkpoint: no pretrained file is read again
+    ckpt.check_compatible(found, meta, cfg.model, data.num_classes, data.in_chans)
     model = build_model(cfg, meta["num_classes"], meta["in_chans"], data.image_size, pretrained=False)
     ckpt.load_weights(found, model)
     return model.to(dev), cfg, data, dev, meta
