@@ -11,6 +11,20 @@ MODE_COLORS = {"ct": COLORS["CT"], "st": COLORS["ST"], "stochastic-depth": COLOR
 EPOCH_MARKERS = {30: "o", 100: "s", 200: "D"}
 
 
+def _short(cell: dict) -> str:
+    """What a variant changes from its mode's default, e.g. ``λ2``, ``n6``, ``KL-``, ``p0.1``."""
+    from .sweep import DEFAULT_ST
+
+    o = cell["options"]
+    if cell["mode"] == "stochastic-depth":
+        return f"p{o['drop_path_rate']:g}"
+    names = {"kl_weight": "λ", "temperature": "T", "subnets_per_step": "n"}
+    parts = [f"{names[k]}{o[k]:g}" for k in names if o[k] != DEFAULT_ST[k]]
+    parts += ["KL-"] if o["kl"] != "kl" else []
+    parts += ["sw"] if o["sandwich"] else []
+    return " ".join(parts)
+
+
 def _splits(evidence: dict) -> list[str]:
     return sorted({c["split"] for c in evidence["cells"].values()}, key=lambda s: s == "full")
 
@@ -25,6 +39,8 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
             x = c["flops"]["total"] / 1e12
             ax.errorbar(x, m["mean"], yerr=m["std"], color=MODE_COLORS[mode], marker=EPOCH_MARKERS.get(c["epochs"], "o"),
                         markersize=7 if c["default"] else 4, alpha=1.0 if c["default"] else 0.55, capsize=2, linestyle="none")
+            if not c["default"]:
+                ax.annotate(_short(c), (x, m["mean"]), fontsize=5.5, color=MODE_COLORS[mode], xytext=(3, 2), textcoords="offset points")
         line = sorted((c for c in members if c["default"]), key=lambda c: c["epochs"])
         if len(line) > 1:
             ax.plot([c["flops"]["total"] / 1e12 for c in line], [c["metrics"][bn][metric]["mean"] for c in line], color=MODE_COLORS[mode], alpha=0.7)

@@ -389,7 +389,13 @@ def sweep(
 def analyse(sweep_dir: str, figures: bool = True) -> dict:
     """Statistics of every finished cell of the sweep folder into ``evidence.json``; with
     ``figures``, also the figures and ``conclusion.md``."""
-    from .analysis.evidence import analyse_cells, conclusion_markdown, training_flops
+    from .analysis.evidence import (
+        analyse_cells,
+        cells_table_markdown,
+        conclusion_markdown,
+        differences_table_markdown,
+        training_flops,
+    )
 
     flops_path = os.path.join(sweep_dir, "flops.json")
     flops = _read_json(flops_path) if os.path.exists(flops_path) else {}
@@ -415,7 +421,11 @@ def analyse(sweep_dir: str, figures: bool = True) -> dict:
         evidence["figures"] = [os.path.relpath(p, sweep_dir) for p in evidence_figures(evidence, os.path.join(sweep_dir, "figures"))]
         _write_json(os.path.join(sweep_dir, "evidence.json"), evidence)
         with open(os.path.join(sweep_dir, "conclusion.md"), "w", encoding="utf-8") as fh:
-            fh.write(conclusion_markdown(evidence))
+            fh.write("# Evidence: when does ST improve the full network?\n\n" + conclusion_markdown(evidence))
+            fh.write("\n## Default configurations\n\n" + cells_table_markdown(evidence))
+            fh.write("\n## Every cell minus CT, full network\n\n" + differences_table_markdown(evidence))
+            fh.write("\n## Every cell minus CT, worst sub-network\n\n" + differences_table_markdown(evidence, metric="sub_worst"))
+            fh.write("\n## All cells\n\n" + cells_table_markdown(evidence, defaults_only=False))
     return evidence
 
 

@@ -225,8 +225,19 @@ def verdict(evidence: dict, bn: str) -> dict:
         "st_vs_sd_sub_mean": count("st vs SD default", "sub_mean"), "st_vs_sd_sub_worst": count("st vs SD default", "sub_worst"),
         "st_full_better": [brief(c) for c in st_ct_full if c["verdict"] == "better"],
         "st_full_worse": [brief(c) for c in st_ct_full if c["verdict"] == "worse"],
-        "best_st_per_group": best, "pooled": pooled, "cost_vs_ct": cost,
+        "best_st_per_group": best, "pooled": pooled, "cost_vs_ct": cost, "destruction": _destruction_by_group(cells, bn),
     }
+
+
+def _destruction_by_group(cells: dict[str, dict], bn: str) -> dict:
+    """Per group, the default cells' destruction means over seeds (worst drop deleting one
+    block, mean drop deleting 1-4 blocks), in top-1 points."""
+    out: dict = {}
+    for c in cells.values():
+        if c["default"] and c.get("destruction"):
+            d = c["destruction"][bn]
+            out.setdefault(c["group"], {})[c["mode"]] = {"delete_one_worst": d["delete_one_worst"]["mean"], "delete_k_mean": d["delete_k_mean"]["mean"], "n": d["delete_one_worst"]["n"]}
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,4 +362,41 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
                 parts.append(f"{group}: ST {modes['st']['flops_ratio']:.2f}x FLOPs / {modes['st']['seconds_ratio']:.2f}x seconds"
                              + (f", SD {modes['stochastic-depth']['flops_ratio']:.2f}x / {modes['stochastic-depth']['seconds_ratio']:.2f}x" if "stochastic-depth" in modes else ""))
         lines.append("**Cost** (default configurations against CT): " + "; ".join(parts) + ".")
+    dest = {g: m for g, m in v["destruction"].items() if len(m) > 1}
+    if dest:
+        names = {"ct": "CT", "st": "ST", "stochastic-depth": "SD"}
+        parts = [f"{g}: " + " / ".join(f"{names[m]} {d['delete_one_worst']:.2f} ({d['delete_k_mean']:.2f})" for m, d in sorted(modes.items(), key=lambda kv: list(names).index(kv[0])))
+                 for g, modes in dest.items()]
+        lines.append("")
+        lines.append("**Destruction at test time** (default configurations; worst top-1 drop when deleting one block, and in brackets the mean drop "
+                     "when deleting 1 to 4 blocks, in points): " + "; ".join(parts) + ".")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _pm(ms: dict) -> str:
+    return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
+
+
+def cells_table_markdown(evidence: dict, bn: str | None = None, defaults_only: bool = True) -> str:
+    """A Markdown table of the cells: top-1 of the full network, the mean and the worst
+    sub-network (mean ± std over seeds), training seconds and TFLOPs."""
+    bn = bn or evidence["primary_bn"]
+    rows = sorted(evidence["cells"].values(), key=lambda c: (c["split"] != "10pct", c["epochs"], ["ct", "stochastic-depth", "st"].index(c["mode"]), not c["default"], c["label"]))
+    out = ["| group | configuration | seeds | full top-1 | sub-network mean | worst sub-network | train s | TFLOPs |", "|---|---|---|---|---|---|---|---|"]
+    for c in rows:
+        if defaults_only and not c["default"]:
+            continue
+        m = c["metrics"][bn]
+        out.append(f"| {c['group']} | {c['label']} | {c['n']} | {_pm(m['full'])} | {_pm(m['sub_mean'])} | {_pm(m['sub_worst'])} | {c['train_seconds']['mean']:.0f} | {c['flops']['total'] / 1e12:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def differences_table_markdown(evidence: dict, bn: str | None = None, metric: str = "full") -> str:
+    """A Markdown table of every cell minus CT (same seed): mean [95 % interval], Holm p."""
+    bn = bn or evidence["primary_bn"]
+    comps = [c for c in evidence["comparisons"] if c["bn"] == bn and c["metric"] == metric and c["kind"] in ("st vs CT", "SD vs CT")]
+    comps.sort(key=lambda c: (c["split"] != "10pct", c["epochs"], c["kind"] != "SD vs CT", c["label"]))
+    out = [f"| group | configuration − CT | n | {METRICS[metric]} difference [95 % CI] | p | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    for c in comps:
+        out.append(f"| {c['group']} | {c['label']} | {c['n']} | {_ci(c)} | {c['p']:.3f} | {c['p_holm']:.3f} | {c['verdict']} |")
+    return "\n".join(out) + "\n"
