@@ -303,7 +303,8 @@ def test_random_kill_points(reference, tmp_path, seed):
     if seed % 3 == 0:
         chain.append(("time", rng.randint(3000, 12000)))
     out = str(tmp_path / "run")
-    run_until_done(out, ARGS, chain)
+    codes = run_until_done(out, ARGS, chain)
+    print(f"kill chain {chain}: exit codes {codes}")
     assert_same_run(reference, out)
 
 
