@@ -81,6 +81,47 @@ def test_toy_model_stages_open_at_shape_changing_or_shortcut_less_blocks():
         assert torch.allclose(net.eval()(x), model.eval()(x), atol=1e-5)
 
 
+class InnerResidual(nn.Module):  # x + g(x) nested inside a block (as ConvNeXt-V2's GRN)
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(c, 1, 1))
+
+    def forward(self, x):
+        return x + self.scale * x
+
+
+class OuterBlock(nn.Module):  # its shortcut is not a chain of its children
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.inner, self.bn = nn.Conv2d(c, c, 3, padding=1), InnerResidual(c), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return x + self.bn(self.inner(self.conv(x)))
+
+
+class Stage(nn.Module):  # iterates a ModuleList (never called itself) after a downsampling
+    def __init__(self, cin: int, c: int, n: int) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(cin, c, 2, stride=2)
+        self.blocks = nn.ModuleList(OuterBlock(c) for _ in range(n))
+
+    def forward(self, x):
+        x = self.down(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_blocks_in_module_lists_and_nested_residuals():
+    torch.manual_seed(0)
+    model = nn.Sequential(Stage(1, 8, 2), Stage(8, 16, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    net = adapt(model, torch.randn(2, 1, 8, 8))
+    # the first downsampling is the stem, the next opens stage 1; the outer blocks are the
+    # blocks, not their inner residuals
+    assert net.architecture.skippable == ((True, True), (False, True, True, True))
+    assert isinstance(net.block(1, 2).module, OuterBlock)
+
+
 def test_model_without_residual_blocks_is_refused():
     plain = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.LazyLinear(10)
