@@ -92,3 +92,10 @@ def test_cli_dry_run_and_errors(tmp_path, capsys):
     assert cli(["sweep", "--dry-run", "--seeds", "0", "--out", str(out)]) != 0
     assert "at least 2 seeds" in capsys.readouterr().err
     assert cli(["sweep", "--dry-run", "--budget", "-1", "--out", str(out)]) != 0
+
+
+def test_only_restricts_to_matching_cells_with_their_ct():
+    cells = sw.restrict(sw.prioritised_cells("ofat"), ("full-e100/st-l2-*", "10pct-e30/sd*"))
+    assert [c.id for c in cells] == ["10pct-e30/ct", "10pct-e30/sd-p0.5", "10pct-e30/sd-p0.1", "10pct-e30/sd-p0.2", "full-e100/ct", "full-e100/st-l2-t1-n1-kl"]
+    with pytest.raises(ValueError, match="no cell matches"):
+        sw.restrict(sw.prioritised_cells("ofat"), ("nothing",))

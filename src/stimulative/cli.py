@@ -84,11 +84,11 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    plan = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, dry_run=True)
+    plan = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, dry_run=True, only=tuple(args.only))
     print_plan(plan)
     if args.dry_run:
         return
-    evidence = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, analyse_only=args.analyse_only)
+    evidence = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, analyse_only=args.analyse_only, only=tuple(args.only))
     print(f"evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: {os.path.join(args.out, 'conclusion.md')}; "
           f"figures in {os.path.join(args.out, 'figures')} ({evidence['wall_seconds_this_invocation']:.0f} s)")
 
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet20", help="registered model (default: resnet20)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice; 1 is faster on a machine shared with other jobs)")
+    p.add_argument("--only", nargs="+", default=[], metavar="PATTERN", help="only the cells whose id matches a pattern, e.g. '10pct-e30/st-*' (with their group's CT)")
     p.add_argument("--dry-run", action="store_true", help="print the selected cells and the estimated time, train nothing")
     p.add_argument("--analyse-only", action="store_true", help="rewrite evidence.json, figures and conclusion.md from the finished runs, train nothing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")

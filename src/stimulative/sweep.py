@@ -228,6 +228,20 @@ def select_cells(cells: list[Cell], budget_minutes: float, n_seeds: int) -> list
     return chosen
 
 
+def restrict(cells: list[Cell], patterns: tuple[str, ...]) -> list[Cell]:
+    """The cells matching any pattern (``fnmatch`` on the cell id), with the CT cell of each
+    of their groups (their paired baseline); all cells without patterns."""
+    if not patterns:
+        return cells
+    import fnmatch
+
+    chosen = {c.id for c in cells if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)}
+    if not chosen:
+        raise ValueError(f"--only {' '.join(patterns)}: no cell matches; cell ids look like 10pct-e30/ct, full-e100/st-l1-t1-n1-kl, 10pct-e30/sd-p0.5 (see --dry-run)")
+    groups = {c.split("/")[0] for c in chosen}
+    return [c for c in cells if c.id in chosen or (c.mode == "ct" and c.group in groups)]
+
+
 # ---------------------------------------------------------------------------------------
 # running
 
@@ -346,18 +360,20 @@ def cell_of(cfg: TrainConfig) -> Cell:
 def sweep(
     sweep_dir: str = "runs/sweep", budget_minutes: float = 30.0, seeds: tuple[int, ...] = (0, 1, 2), design: str = "ofat",
     model: str = "resnet20", device: str = "cpu", progress: bool = True, dry_run: bool = False, analyse_only: bool = False,
-    extra: dict | None = None,
+    extra: dict | None = None, only: tuple[str, ...] = (),
 ) -> dict:
     """Run (or continue) the sweep, then write ``evidence.json``, the figures and
     ``conclusion.md``. Returns the evidence (or the plan with ``dry_run``). ``extra``: more
-    training options for every run (e.g. a smaller evaluation in tests)."""
+    training options for every run (e.g. a smaller evaluation in tests). ``only``: cell-id
+    patterns (``fnmatch``, e.g. ``10pct-e30/st-*``) to restrict the design to, CT of their
+    groups included."""
     if len(seeds) < 2:
         raise ValueError("a sweep needs at least 2 seeds per cell for a confidence interval (3 or more advised)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: each seed once")
-    cells = select_cells(prioritised_cells(design), budget_minutes, len(seeds))
+    cells = select_cells(restrict(prioritised_cells(design), only), budget_minutes, len(seeds))
     estimate = sum(estimate_seconds(c) for c in cells) * len(seeds)
-    plan = {"design": design, "budget_minutes": budget_minutes, "seeds": list(seeds), "model": model,
+    plan = {"design": design, "budget_minutes": budget_minutes, "only": list(only), "seeds": list(seeds), "model": model,
             "estimated_seconds_quiet_2core": estimate, "cells": [dict(c.describe(), estimated_seconds_per_run=estimate_seconds(c)) for c in cells]}
     if dry_run:
         return plan
