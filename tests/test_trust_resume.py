@@ -257,8 +257,9 @@ def test_killed_runs_resume_bit_exactly(reference, tmp_path, chain):
 
 
 def test_mid_epoch_resume_in_process(tmp_path):
-    """Without subprocesses: stop after step 5 (a checkpoint at step 4), resume, compare
-    with an uninterrupted run (also checks the per-batch augmentation seeds)."""
+    """Without subprocesses: stop after step 5 (a checkpoint at step 4), resume with only
+    ``--out RUN --resume``, compare with an uninterrupted run (also checks the per-batch
+    augmentation seeds)."""
     from stimulative.cli import main
 
     args = [*TINY, "--train-fraction", "0.05", "--epochs", "2", "--checkpoint-every", "2", "--augment", "--eval-bn", "running"]
@@ -284,7 +285,8 @@ def test_mid_epoch_resume_in_process(tmp_path):
     from stimulative import checkpoint
 
     assert checkpoint.load_meta(str(tmp_path / "run" / "checkpoint"))["step"] == 4
-    assert main(["train", *args, "--out", str(tmp_path / "run"), "--resume"]) == 0
+    # a bare resume: every option, runtime ones included, comes from the run folder
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume"]) == 0
     assert_same_run(str(tmp_path / "ref"), str(tmp_path / "run"))
 
 

@@ -39,7 +39,7 @@ from .speed import prepare_model
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every", "eval_batch_size"}
 RUNTIME_FIELDS |= {"channels_last", "compile"}  # how fast, not what is computed
 # like the number of processes, how BN statistics are split may change on resume (a run
-# on N GPUs resumed on one keeps its BN semantics with --ghost-batches N)
+# started on N GPUs without --ghost-batches keeps its BN semantics on one with --ghost-batches N)
 RUNTIME_FIELDS |= {"ghost_batches", "sync_bn"}
 
 
@@ -322,8 +322,12 @@ def resolve_run(cfg: TrainConfig) -> TrainConfig:
                 raise TrainingError(
                     f"--resume: {run_dir!r} was started with --{name.replace('_', '-')} {getattr(saved, name)!r}, not {value!r}"
                 )
+        # runtime options given on this command line win; the others keep the run's own
+        # (a bare `--out RUN --resume` continues exactly as the run was started)
+        defaults = TrainConfig()
         for name in RUNTIME_FIELDS:
-            setattr(saved, name, getattr(cfg, name))
+            if name in ("resume", "force", "out") or getattr(cfg, name) != getattr(defaults, name):
+                setattr(saved, name, getattr(cfg, name))
         return saved
     if holds_run or (os.path.isdir(run_dir) and os.listdir(run_dir)):
         if not cfg.force:
@@ -435,8 +439,11 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the training set ({len(data.train)} images)")
-    if cfg.batch_size % (env.world_size * cfg.ghost_batches):
-        raise ValueError(f"--batch-size {cfg.batch_size} is the global batch: it must split evenly into {env.world_size} process(es) x {cfg.ghost_batches} ghost batch(es)")
+    bn_groups = cfg.ghost_batches or env.world_size  # BN groups of the global batch
+    if bn_groups % env.world_size or cfg.batch_size % bn_groups:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must split evenly into {bn_groups} BN groups (--ghost-batches), "
+                         f"and the groups evenly among the {env.world_size} process(es)")
+    ghost_batches = bn_groups // env.world_size  # per process
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = make_optimizer(model, cfg)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
@@ -481,7 +488,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
 
     def step_fn(x, y, s):
         if fixed is not None:
-            return individual_step(model, x, y, fixed, cfg.label_smoothing, autocast, cfg.ghost_batches, runner)
+            return individual_step(model, x, y, fixed, cfg.label_smoothing, autocast, ghost_batches, runner)
         subnets, sub_inputs = [], None
         lam = kl_weight_at(kl_weight, s, total_steps, kl_start, cfg.kl_schedule)  # lambda schedule
         if lam > 0:
@@ -496,7 +503,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
         if cfg.mode == "stochastic-depth":  # blocks dropped per sample, seeded by (seed, step[, rank])
             gen = distributed.rank_generator(cfg.seed, s, env.rank)  # rank 0: step_generator(seed, step)
             keep = drop_path_scales(arch, cfg.drop_path_rate, x.shape[0], gen)
-        return training_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast, cfg.ghost_batches, runner, sub_inputs, keep)
+        return training_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast, ghost_batches, runner, sub_inputs, keep)
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     # on resume, records of the work to redo go; at an epoch boundary the epoch's own
