@@ -378,6 +378,13 @@ def shared_all(model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibrati
     return out, t1 - t0, t2 - t1
 
 
+def block_runs(specs: Sequence[SubnetSpec]) -> dict[str, int]:
+    """Blocks run per image: one sub-network at a time vs once per distinct prefix (the
+    nodes of the walk's tree). Their ratio bounds the shared walk's speedup."""
+    prefixes = {spec.flat()[:i] for spec in specs for i in range(1, len(spec.flat()) + 1)}
+    return {"naive": sum(len(spec.flat()) for spec in specs), "shared": len(prefixes)}
+
+
 def max_abs_diff(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float:
     return max(max((u - v).abs().max().item() for u, v in zip(xs, ys)) for xs, ys in zip(a, b))
 
@@ -394,7 +401,8 @@ def bench_eval(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int,
     calibration = [t.to(device) for t in torch.randn(sizes.calib_images, *shape, generator=gen).split(chunk)]
     model.eval()
     naive_all(model, specs[-1:], inputs, calibration, "recalibrated")  # warm-up
-    out: dict = {"subnets": len(specs), "space_min_depths": [min(d) for d in space.depths], "eval_images": sizes.eval_images, "calib_images": sizes.calib_images}
+    out: dict = {"subnets": len(specs), "space_min_depths": [min(d) for d in space.depths], "eval_images": sizes.eval_images, "calib_images": sizes.calib_images,
+                 "block_runs": block_runs(specs)}
     for bn in ("recalibrated", "running"):
         naive, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
         shared, s_cal, s_inf = shared_all(model, specs, inputs, calibration, bn)

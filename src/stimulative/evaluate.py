@@ -180,8 +180,9 @@ def evaluate_subnets(
     """Top-1, CE and KL to the full network for each sub-network (shared walk)."""
     full = model.architecture.full()
     all_specs = [full, *specs]  # the full network first: the reference for the KL
-    n = len(all_specs)
-    correct, ce, kl = [0.0] * n, [0.0] * n, [0.0] * n
+    # (correct, CE sum, KL sum) per sub-network, summed in float64 on the device: no host
+    # synchronisation per sub-network and chunk, one transfer at the end
+    sums: list[torch.Tensor | float] = [0.0] * len(all_specs)
     count = 0
     with SubnetWalk(model, all_specs, calibration, bn) as walk:
         for x, y in batches:
@@ -189,18 +190,18 @@ def evaluate_subnets(
             reference = None
             for indices, logits in walk(x):
                 reference = logits if 0 in indices else reference
-                hits = (logits.argmax(1) == y).sum().item()
-                loss = F.cross_entropy(logits.float(), y, reduction="sum").item()
-                div = kl_divergence(reference, logits).item() * len(y)
+                hits = (logits.argmax(1) == y).sum()
+                loss = F.cross_entropy(logits.float(), y, reduction="sum")
+                div = kl_divergence(reference, logits)
+                row = torch.stack([hits.double(), loss.double(), div.double() * len(y)])
                 for i in indices:
-                    correct[i] += hits
-                    ce[i] += loss
-                    kl[i] += div
+                    sums[i] = sums[i] + row
                 if progress is not None:
                     progress(len(indices))
+    table = torch.stack([s if torch.is_tensor(s) else torch.zeros(3, dtype=torch.float64) for s in sums]).cpu().tolist()
     return [
-        SubnetScore(spec.to_text(), 100.0 * correct[i] / count, ce[i] / count, kl[i] / count)
-        for i, spec in enumerate(all_specs)
+        SubnetScore(spec.to_text(), 100.0 * correct / count, ce / count, kl / count)
+        for spec, (correct, ce, kl) in zip(all_specs, table)
     ][1:]
 
 
