@@ -86,7 +86,7 @@ class TrainConfig:
     # several processes (torchrun): --batch-size and --lr stay those of the global batch
     sync_bn: bool = _opt(False, "GPU only (NCCL): BatchNorm statistics over the global batch across all processes (SyncBatchNorm); an error on CPU")
     same_subnets_across_ranks: bool = _opt(True, "every process draws the same sub-networks, seeded by (seed, step), without communication; with --no-same-subnets-across-ranks each draws its own and the averaged gradient mixes them, each sub-network's KL weighing 1/processes (same expectation, more sub-networks per step)")
-    ghost_batches: int = _opt(1, "BatchNorm normalises each of this many equal parts of a process's batch on its own (ghost batches); one process with --ghost-batches N trains like N processes with the same global batch (running statistics follow the first part, as DDP keeps rank 0's)")
+    ghost_batches: int = _opt(0, "BatchNorm normalises each of this many equal parts of the global batch on its own (ghost batches), the parts split among the processes; 0: one part per process, as DDP does. Fixed, it keeps a run's BN semantics on any number of processes: one process with --ghost-batches N trains like N processes (running statistics follow the first part, as DDP keeps rank 0's)")
 
     def run_dir(self) -> str:
         return self.out or os.path.join("runs", f"{self.mode}-{self.model}-{self.dataset}-s{self.seed}")
@@ -122,11 +122,11 @@ class TrainConfig:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
         if self.mode == "individual" and not self.subnet:
             raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
-        if self.ghost_batches < 1:
-            raise ValueError(f"--ghost-batches must be positive, got {self.ghost_batches}")
-        if self.sync_bn and (self.ghost_batches > 1 or not self.same_subnets_across_ranks):
+        if self.ghost_batches < 0:
+            raise ValueError(f"--ghost-batches must not be negative, got {self.ghost_batches}")
+        if self.sync_bn and (self.ghost_batches or not self.same_subnets_across_ranks):
             # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
-            raise ValueError("--sync-bn normalises over the global batch: it excludes --ghost-batches > 1 and --no-same-subnets-across-ranks")
+            raise ValueError("--sync-bn normalises over the whole global batch: it excludes --ghost-batches and --no-same-subnets-across-ranks")
         if self.resize < 0:
             raise ValueError(f"--resize must not be negative, got {self.resize}")
         if self.resize and self.dataset == "imagefolder":
