@@ -239,3 +239,113 @@ def test_pretrained_file_loads_with_new_classes_and_input_channels(tmp_path):
     assert torch.equal(net.block(3, 1).module.conv2.weight, src.layer4[1].conv2.weight)
     with pytest.raises(ValueError, match="does not fit"):
         create_model("timm:resnet34", num_classes=10, in_chans=1, image_size=16, pretrained_file=str(path))
+
+
+# --- every family, end to end (slow: `pytest -m slow tests/test_adapter.py -k round_trip`) ---
+
+FAMILIES = [
+    "timm:resnet18",
+    "timm:resnet50d",
+    "timm:seresnext26d_32x4d",
+    "timm:resnetv2_50",
+    "timm:nfnet_f0",
+    "timm:mobilenetv3_small_100",
+    "timm:mobilenetv3_large_100",
+    "timm:efficientnet_b0",
+    "timm:efficientnetv2_rw_t",
+    "timm:mnasnet_100",
+    "timm:tinynet_e",
+    "timm:ghostnet_100",
+    "timm:regnetx_002",
+    "timm:regnety_002",
+    "timm:convnext_atto",
+    "timm:convnextv2_atto",
+    "timm:edgenext_xx_small",
+    "timm:poolformer_s12",
+    "timm:fastvit_t8",
+    "timm:focalnet_tiny_srf",
+    "timm:swin_tiny_patch4_window7_224",
+    "timm:vit_tiny_patch16_224",
+    "timm:deit_tiny_distilled_patch16_224",
+    "timm:cait_xxs24_224",
+    "timm:mixer_s16_224",
+    "timm:resmlp_12_224",
+    "timm:levit_128s",
+    "timm:coatnet_0_rw_224",
+    "timm:maxvit_tiny_tf_224",
+    "timm:mobilevit_xxs",
+    "torchvision:resnet18",
+    "torchvision:resnet50",
+    "torchvision:resnext50_32x4d",
+    "torchvision:wide_resnet50_2",
+    "torchvision:mobilenet_v2",
+    "torchvision:mobilenet_v3_small",
+    "torchvision:mobilenet_v3_large",
+    "torchvision:efficientnet_b0",
+    "torchvision:efficientnet_v2_s",
+    "torchvision:mnasnet0_5",
+    "torchvision:regnet_x_400mf",
+    "torchvision:regnet_y_400mf",
+    "torchvision:convnext_tiny",
+    "torchvision:vit_b_16",
+    "torchvision:swin_t",
+    "torchvision:swin_v2_t",
+]
+REFUSED = [
+    "timm:vgg11",
+    "timm:rexnet_100",
+    "timm:repvgg_a0",
+    "timm:densenet121",
+    "timm:eva02_tiny_patch14_224",
+    "timm:dla34",
+    "timm:hrnet_w18_small",
+    "timm:cspresnet50",
+    "torchvision:shufflenet_v2_x0_5",
+    "torchvision:googlenet",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_round_trip(name, tmp_path):
+    """Adapt (1 channel, 32x32 digits), two ST steps, export a sampled sub-network standalone,
+    and compare it with the sub-network inside the full model."""
+    from safetensors.torch import save_file
+
+    from stimulative.data import load_data
+    from stimulative.export import export_program, load_standalone, prepare_subnet, standalone_source
+
+    data = load_data("digits", resize=32)
+    x_all, y_all = data.train.tensors
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=10, in_chans=1, image_size=32, log=lambda _: None)
+    arch = net.architecture
+    space = SamplingSpace.default(arch)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    net.train()
+    for step in range(2):
+        spec = sample_subnet(space, arch, "ordered", torch.Generator().manual_seed(step))
+        out = training_step(net, x_all[8 * step : 8 * step + 8], y_all[8 * step : 8 * step + 8], [spec], 1.0)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert torch.isfinite(out.loss)
+    net.eval()
+    spec = sample_subnet(space, arch, "ordered", torch.Generator().manual_seed(7))
+    calib, x = [x_all[:32]], data.test.tensors[0][:16]
+    sub = prepare_subnet(net, spec, "recalibrated", calib)
+    program, _ = export_program(sub, x[:2])
+    source, tensors = standalone_source(program, name, "model.safetensors")
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "model.py").write_text(source)
+    with torch.no_grad():
+        got = load_standalone(str(tmp_path / "model.py"))(x)
+    want = naive_subnet_logits(net, spec, [x], calib, "recalibrated")[0]
+    assert torch.allclose(got, want, atol=1e-3 * max(1.0, float(want.abs().max()))), spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REFUSED)
+def test_family_without_usable_residual_blocks_is_refused(name):
+    with pytest.raises(AdapterError):
+        create_model(name, num_classes=10, in_chans=1, image_size=32, log=lambda _: None)
