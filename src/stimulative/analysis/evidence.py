@@ -361,7 +361,8 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
             if "st" in modes:
                 parts.append(f"{group}: ST {modes['st']['flops_ratio']:.2f}x FLOPs / {modes['st']['seconds_ratio']:.2f}x seconds"
                              + (f", SD {modes['stochastic-depth']['flops_ratio']:.2f}x / {modes['stochastic-depth']['seconds_ratio']:.2f}x" if "stochastic-depth" in modes else ""))
-        lines.append("**Cost** (default configurations against CT): " + "; ".join(parts) + ".")
+        lines.append("**Cost** (default configurations against CT; FLOPs counted, seconds as measured, which depend on the machine's load "
+                     "while each run trained): " + "; ".join(parts) + ".")
     dest = {g: m for g, m in v["destruction"].items() if len(m) > 1}
     if dest:
         names = {"ct": "CT", "st": "ST", "stochastic-depth": "SD"}
