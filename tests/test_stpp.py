@@ -46,7 +46,7 @@ def test_lambda_schedules():
     assert kl_weight_at(2.0, 20, total, start, "cosine-down") == pytest.approx(2.0)
     assert kl_weight_at(2.0, 100, total, start, "cosine-down") == pytest.approx(0.0)
     ups = [kl_weight_at(1.0, s, total, 0, "cosine-up") for s in range(total)]
-    assert all(b >= a for a, b in zip(ups, ups[1:]))
+    assert all(b >= a for a, b in zip(ups, ups[1:], strict=False))
     with pytest.raises(ValueError, match="cosine-up"):
         kl_weight_at(1.0, 0, 10, 0, "linear")
 
@@ -94,9 +94,78 @@ def test_init_from_a_weights_file_of_this_model(tmp_path):
     torch.manual_seed(1)
     dst = create_model("resnet20", num_classes=10, in_chans=1)
     load_initial_weights(dst, str(path))
-    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values(), strict=True))
     other = create_model("resnet32", num_classes=10, in_chans=1)
     with pytest.raises(ValueError, match="not a weights file of this model"):
         load_initial_weights(other, str(path))
     with pytest.raises(ValueError, match="no checkpoint"):
         load_initial_weights(dst, str(tmp_path))
+
+
+# --- the options inside the one training loop ----------------------------------------------
+
+TINY = [
+    "--epochs",
+    "2",
+    "--train-fraction",
+    "0.1",
+    "--batch-size",
+    "32",
+    "--eval-subnets",
+    "4",
+    "--calib-images",
+    "64",
+    "--eval-bn",
+    "running",
+    "--no-progress",
+]
+
+
+def test_stpp_options_train_together_and_lambda_starts_late(tmp_path):
+    import json
+
+    from stimulative.cli import main as cli
+
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--out",
+        str(out),
+        *TINY,
+        "--sandwich",
+        "--subnet-resolution",
+        "0.5,1",
+        "--kl",
+        "kl-direction",
+        "--kl-amplitude",
+        "2",
+        "--kl-schedule",
+        "cosine-down",
+        "--kl-start-epoch",
+        "1",
+        "--min-depths",
+        "half",
+    ]
+    assert cli(args) == 0
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[0]["kl"] == 0.0  # lambda is 0 before --kl-start-epoch: no sub-network runs
+    assert epochs[1]["kl"] > 0.0
+
+
+def test_fine_tuning_measures_loafing_before_and_after(tmp_path, capsys):
+    import json
+
+    from stimulative.cli import main as cli
+
+    first, second = tmp_path / "ct", tmp_path / "ft"
+    one_epoch = [*TINY[2:], "--epochs", "1"]
+    assert cli(["train", "--mode", "ct", "--out", str(first), *one_epoch]) == 0
+    assert cli(["train", "--init-from", str(first), "--out", str(second), *one_epoch]) == 0
+    before = json.loads((second / "results_before.json").read_text())
+    after = json.loads((second / "results.json").read_text())
+    ct = json.loads((first / "results.json").read_text())
+    assert before["main"]["top1"] == ct["main"]["top1"]  # the CT run's network, evaluated alike
+    assert before["subnets"]["mean"] == pytest.approx(ct["subnets"]["mean"])
+    assert after["subnets"]["count"] == before["subnets"]["count"]
+    printed = capsys.readouterr().out
+    assert "before fine-tuning" in printed and "loafing" in printed
