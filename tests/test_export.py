@@ -132,3 +132,29 @@ def test_export_refuses_to_overwrite_and_bad_names(native_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "already exists" in err and "safetensors" in err and "has no block" in err
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "x.py").exists()
+
+
+def test_onnx_export_runs_and_matches(native_run, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "model.safetensors"
+    assert (
+        cli(
+            [
+                "export",
+                str(native_run),
+                "--subnet",
+                "1,2,1",
+                "--out",
+                str(out),
+                "--onnx",
+                str(tmp_path / "m.onnx"),
+                "--check-images",
+                "16",
+            ]
+        )
+        == 0
+    )
+    check = json.loads((tmp_path / "model.json").read_text())["check"]["onnx"]
+    assert isinstance(check, dict) and check["equal"], check
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "model.json", "model.py", "model.safetensors"]
