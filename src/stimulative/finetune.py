@@ -91,12 +91,15 @@ def load_initial_weights(model: nn.Module, source: str) -> str:
 
 
 def loafing_change(before: dict, after: dict) -> list[str]:
-    """Lines comparing the evaluations before and after fine-tuning (results dicts)."""
-    lines = [f"{'loafing':<14} {'full top-1':>10} {'subnets mean':>13} {'std':>6} {'min':>7} {'mean KL':>8}"]
-    for label, r in (("before", before), ("after", after)):
-        s = r["subnets"]
-        kl = sum(p["kl"] for p in s["per_subnet"]) / max(1, len(s["per_subnet"]))
-        lines.append(
-            f"{label:<14} {r['main']['top1']:>10.2f} {s['mean']:>13.2f} {s['std']:>6.2f} {s['min']:>7.2f} {kl:>8.4f}"
-        )
+    """Lines comparing the evaluations before and after fine-tuning (results dicts), per BN
+    mode: the full network, the sub-networks' top-1 and their mean KL to the full network."""
+    lines = [f"{'loafing':<28} {'full top-1':>10} {'subnets mean':>13} {'std':>6} {'min':>7} {'mean KL':>8}"]
+    for bn in after.get("by_bn", {after.get("bn", ""): after}):
+        for label, r in (("before", before), ("after", after)):
+            r = r.get("by_bn", {}).get(bn, r)
+            s = r["subnets"]
+            kl = sum(p["kl"] for p in s["per_subnet"]) / max(1, len(s["per_subnet"]))
+            lines.append(
+                f"{label + f' ({bn} BN)':<28} {r['main']['top1']:>10.2f} {s['mean']:>13.2f} {s['std']:>6.2f} {s['min']:>7.2f} {kl:>8.4f}"
+            )
     return lines
