@@ -95,9 +95,12 @@ def standalone_source(
 ) -> tuple[str, dict[str, torch.Tensor]]:
     """The Python source of a self-contained module running ``program``, and the tensors
     (parameters, buffers, constants) it loads, by name."""
-    graph_module = program.graph_module
-    code = graph_module.graph.python_code("self")
+    code = program.graph_module.graph.python_code("self")
     body = code.src.strip()
+    if "self." in body:  # regions (autocast, no-grad) kept as submodules: decomposing inlines them
+        program = program.run_decompositions({})
+        code = program.graph_module.graph.python_code("self")
+        body = code.src.strip()
     if "self." in body:
         raise ExportError(
             "the exported graph calls submodules (a control-flow or no-grad region); use --pt2 or --torchscript"
