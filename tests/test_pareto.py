@@ -70,7 +70,7 @@ def run(tmp_path_factory):
 
 
 def test_pareto_run_measures_plots_and_picks(run, capsys):
-    assert cli(["pareto", str(run), "--max-subnets", "6", "--repeats", "3", "--bn", "running", "--no-progress"]) == 0
+    assert cli(["pareto", str(run), "--max-subnets", "6", "--repeats", "3", "--bn", "running", "--threads", "1", "--no-progress"]) == 0
     doc = json.loads((run / "pareto.json").read_text())
     assert (run / "pareto.png").stat().st_size > 0
     rows = doc["subnets"]
