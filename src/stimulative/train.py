@@ -79,6 +79,21 @@ def build_space(arch: Architecture, min_depths: str, flag: str = "--min-depths")
         raise ValueError(f"{flag} {min_depths!r}: {e}") from None
 
 
+def check_input_size(model: ElasticNet, in_chans: int, side: int, device: torch.device) -> None:
+    """Raise a ValueError if the model cannot run on ``side`` x ``side`` inputs."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, side, side, device=device))
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, the flag is the cause
+        raise ValueError(
+            f"--subnet-resolution: the model cannot run on {side}x{side} inputs ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+            "use a model that takes any input size, or a range that stays within the sizes it takes"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def joint_forward(
     model: ElasticNet, x: torch.Tensor, subnets: list[SubnetSpec], ghost_batches: int = 1, main_spec: SubnetSpec | None = None,
     sub_inputs: list[torch.Tensor | None] | None = None, keep: torch.Tensor | None = None,
@@ -422,6 +437,8 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
     if cfg.init_from and not cfg.resume:  # fine-tuning: on --resume the checkpoint's weights win
         log(f"fine-tuning from {load_initial_weights(model, cfg.init_from)}")
     model = model.to(device)
+    if cfg.subnet_resolution:  # ST++'s smaller inputs: the model must take them (CNNs do; a ViT built for one size does not)
+        check_input_size(model, data.in_chans, max(1, round(parse_resolution(cfg.subnet_resolution)[0] * data.image_size)), device)
     if cfg.sync_bn:
         model = distributed.convert_sync_bn(model, device)
     prepare_model(model, cfg.channels_last, cfg.compile)  # --channels-last; --compile, block by block
