@@ -69,7 +69,7 @@ def test_tiny_sweep_writes_each_run_at_once_and_resumes(tmp_path, monkeypatch):
     comps = [c for c in ev["comparisons"] if c["bn"] == "running" and c["metric"] == "full"]
     assert len(comps) == 1 and comps[0]["seeds"] == [0, 1]
     assert ev["cells"]["10pct-e1/st-l1-t1-n1-kl"]["flops"]["total"] > ev["cells"]["10pct-e1/ct"]["flops"]["total"] > 0
-    for name in ("evidence.json", "conclusion.md", "plan.json", "flops.json"):
+    for name in ("evidence.json", "conclusion.md", "plan.json", "plans.jsonl", "flops.json"):
         assert os.path.exists(os.path.join(out, name)), name
     assert os.path.exists(os.path.join(out, "figures", "evidence_full_vs_cost_running.png"))
     # an interrupted sweep: one run lost its results, the log has a partial last line

@@ -26,7 +26,8 @@ A cell that does not fit is left out and the next ones are still tried; a varian
 with its group's CT cell (its paired baseline). Every run is an ordinary run folder
 (``SWEEP/runs/<split>-e<epochs>/<cell>/s<seed>``, SWEEP being ``runs/sweep`` by default): a finished one (``results.json``) is
 skipped, an interrupted one resumes from its checkpoint. Each finished run appends a line to
-``SWEEP/sweep.jsonl`` at once; ``SWEEP/evidence.json`` (statistics, see
+``SWEEP/sweep.jsonl`` at once (each invocation's plan goes to ``plan.json`` and
+``plans.jsonl``); ``SWEEP/evidence.json`` (statistics, see
 :mod:`stimulative.analysis.evidence`) is rewritten after each finished cell, and the figures
 and ``SWEEP/conclusion.md`` at the end.
 """
@@ -379,6 +380,9 @@ def sweep(
         return plan
     os.makedirs(sweep_dir, exist_ok=True)
     _write_json(os.path.join(sweep_dir, "plan.json"), plan)
+    with open(os.path.join(sweep_dir, "plans.jsonl"), "a", encoding="utf-8") as fh:  # every invocation's plan, in order
+        fh.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "analyse_only": analyse_only,
+                             **{k: v for k, v in plan.items() if k != "cells"}, "cells": [c["id"] for c in plan["cells"]]}) + "\n")
     started = time.perf_counter()
     if not analyse_only:
         log_path = os.path.join(sweep_dir, "sweep.jsonl")
