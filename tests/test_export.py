@@ -158,3 +158,11 @@ def test_onnx_export_runs_and_matches(native_run, tmp_path):
     check = json.loads((tmp_path / "model.json").read_text())["check"]["onnx"]
     assert isinstance(check, dict) and check["equal"], check
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "model.json", "model.py", "model.safetensors"]
+
+
+def test_adapted_run_reevaluates_and_models_shows_its_structure(timm_run, capsys):
+    assert cli(["evaluate", str(timm_run), "--subnets", "1,1,1,1", "2,2,2,2", "--bn", "running", "--no-progress"]) == 0
+    ev = json.loads((timm_run / "evaluation.json").read_text())
+    assert [s["spec"] for s in ev["subnets"]["per_subnet"]] == ["1,1,1,1", "2,2,2,2"]
+    assert cli(["models", "timm:resnet18", "--image-size", "16", "--in-chans", "1"]) == 0
+    assert "stages [2, 2, 2, 2]  skippable [2, 1, 1, 1]" in capsys.readouterr().out
