@@ -76,8 +76,6 @@ def test_config_validates_the_new_options():
         TrainConfig(epochs=3, kl_start_epoch=3).validate()
     with pytest.raises(ValueError, match="kl-schedule"):
         TrainConfig(kl_schedule="linear").validate()
-    with pytest.raises(ValueError, match="no such file"):
-        TrainConfig(init_from="/nonexistent/run").validate()
     with pytest.raises(ValueError, match="imagefolder"):
         TrainConfig(dataset="imagefolder", resize=64).validate()
 
@@ -100,6 +98,8 @@ def test_init_from_a_weights_file_of_this_model(tmp_path):
         load_initial_weights(other, str(path))
     with pytest.raises(ValueError, match="no checkpoint"):
         load_initial_weights(dst, str(tmp_path))
+    with pytest.raises(ValueError, match="no such file"):
+        load_initial_weights(dst, str(tmp_path / "missing"))
 
 
 # --- the options inside the one training loop ----------------------------------------------

@@ -138,10 +138,6 @@ class TrainConfig:
             from .models.adapter import parse_model_args
 
             parse_model_args(self.model_args)
-        for name in ("pretrained_file", "init_from"):
-            path = getattr(self, name)
-            if path and not os.path.exists(path):
-                raise ValueError(f"--{name.replace('_', '-')} {path!r}: no such file or folder")
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
         return self

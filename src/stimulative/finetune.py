@@ -50,6 +50,8 @@ def load_initial_weights(model: nn.Module, source: str) -> str:
     """Load the weights to fine-tune from: a run folder (its last checkpoint), a checkpoint
     folder, or a weights file of this model (``.safetensors``, or a state dict saved with
     ``torch.save`` and read with ``weights_only=True``). Returns what was loaded."""
+    if not os.path.exists(source):
+        raise ValueError(f"--init-from {source!r}: no such file or folder")
     if os.path.isdir(source):
         folder = os.path.join(source, "checkpoint") if os.path.isdir(os.path.join(source, "checkpoint")) else source
         found = ckpt.latest_checkpoint(folder)

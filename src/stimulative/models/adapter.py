@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,6 +191,8 @@ def load_pretrained(model: nn.Module, path: str, num_classes: int) -> list[str]:
     model with other input channels (summed / repeated as timm does), and anything the
     family's own timm ``checkpoint_filter_fn`` resamples (e.g. ViT position embeddings for
     another input size). Anything else is an error."""
+    if not os.path.isfile(path):
+        raise AdapterError(f"--pretrained-file {path!r}: no such file")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
