@@ -532,7 +532,7 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
         truncate_records(metrics_path, lambda r: r["step"] <= last)
         truncate_records(os.path.join(run_dir, "kl_tracking.jsonl"), lambda r: r["epoch"] * steps_per_epoch < step)
     distributed.barrier()
-    writer = _tensorboard(run_dir, purge_step=step if found else None) if env.is_main else None
+    writer = _tensorboard(run_dir, purge_step=step if cfg.resume else None) if env.is_main else None
     clock = time.perf_counter()
 
     def check_finite(sums: dict, epoch: int) -> None:
