@@ -337,7 +337,7 @@ def drop_unreadable(folders: list, workers: int = 0) -> list[str]:
 
     paths = sorted({p for f in folders for p, _ in f.samples})
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes without the GIL
-        bad = {p for p, ok in zip(paths, pool.map(_readable, paths)) if not ok}
+        bad = {p for p, ok in zip(paths, pool.map(_readable, paths), strict=True) if not ok}
     for f in folders:
         f.samples = [(p, t) for p, t in f.samples if p not in bad]
         f.imgs = f.samples
