@@ -96,7 +96,7 @@ def test_tiny_study_end_to_end_with_report(tmp_path):
     extra = (("train_fraction", 0.2), ("batch_size", 128), ("calib_images", 200), ("eval_bn", "both"))
     a = reproduce(str(out), seeds=(0,), epochs=1, depths=(), progress=False, extra=extra)
     claims = {c["claim"]: c["verdict"] for c in a["claims"]}
-    assert len(claims) == 2 * 10 + 2
+    assert len(claims) == 2 * 11 + 2  # 11 claims per BN mode, then KL tracking and cost
     assert all(v in (SUPPORTS, PARTLY, CONTRADICTS) or v.startswith("not measured") for v in claims.values())
     saved = json.loads((out / "analyses" / "study.json").read_text())
     assert saved["loafing"]["recalibrated"][0]["spec"] == "1,1,1"
