@@ -115,3 +115,17 @@ def test_training_flops_follow_the_configuration():
     assert sd["per_step"] == pytest.approx(ct["per_step"], rel=0.01)  # per-sample drops compute every branch
     assert ct["per_step"] < st1["per_step"] < st3["per_step"] < 3 * ct["per_step"]
     assert sandwich["per_step"] > st1["per_step"]
+
+
+def test_pooling_averages_each_seed_over_the_epochs_budgets():
+    cells = [
+        _cell(ct_cell(0.1, 30), [(90, 70, 40), (90, 70, 40), (90, 70, 40)]),
+        _cell(st_cell(0.1, 30, core=True), [(91, 85, 70), (92, 85, 70), (93, 85, 70)]),
+        _cell(ct_cell(0.1, 100), [(90, 70, 40), (90, 70, 40)]),
+        _cell(st_cell(0.1, 100, core=True), [(93, 85, 70), (94, 85, 70)]),
+    ]
+    pooled = {(p["kind"], p["split"], p["metric"], p["bn"]): p for p in analyse_cells(cells)["pooled"]}
+    p = pooled[("ST vs CT", "10pct", "full", "recalibrated")]
+    assert p["n"] == 3 and p["pairs"] == 5 and p["seeds"] == [0, 1, 2]
+    assert p["diffs"] == [2.0, 3.0, 3.0]  # seed 0: (1 + 3) / 2, seed 1: (2 + 4) / 2, seed 2: 3
+    assert p["groups"] == ["10pct-e100", "10pct-e30"]

@@ -162,8 +162,11 @@ def analyse_cells(cells: list[dict]) -> dict:
 
 
 def pooled_comparisons(summary: dict[str, dict], modes: Sequence[str] = BN_MODES) -> list[dict]:
-    """Default ST − CT, default SD − CT and default ST − default SD, with the seed-level
-    differences of every group of a split pooled (``split``: full, 10pct, or all)."""
+    """Default ST − CT, default SD − CT and default ST − default SD, pooled over the groups
+    (epochs budgets) of a split (``split``: full, 10pct, or all). Runs with the same seed
+    share their initial weights and, on a fraction, their training images, whatever the
+    epochs, so they are not independent: each seed's differences are first averaged over the
+    groups, and the t interval is taken over seeds (``n`` = seeds; ``pairs`` = differences)."""
     defaults = {}
     for c in summary.values():
         if c["default"]:
@@ -174,16 +177,20 @@ def pooled_comparisons(summary: dict[str, dict], modes: Sequence[str] = BN_MODES
         for split in splits:
             for bn in modes:
                 for metric in METRICS:
-                    diffs, groups = [], []
+                    by_seed: dict[str, list[float]] = {}
+                    groups = []
                     for group, members in sorted(defaults.items()):
                         if a not in members or b not in members or (split != "all" and members[a]["split"] != split):
                             continue
                         pa, pb = members[a]["per_seed"][bn], members[b]["per_seed"][bn]
-                        shared = [s for s in pa if s in pb]
-                        diffs += [pa[s][metric] - pb[s][metric] for s in shared]
+                        for seed in (s for s in pa if s in pb):
+                            by_seed.setdefault(seed, []).append(pa[seed][metric] - pb[seed][metric])
                         groups.append(group)
-                    if len(diffs) >= 2:
-                        out.append({"kind": kind, "split": split, "bn": bn, "metric": metric, "groups": groups, **t_interval(diffs), "verdict": None})
+                    if len(by_seed) >= 2:
+                        seeds = sorted(by_seed, key=int)
+                        stats = t_interval([sum(by_seed[s]) / len(by_seed[s]) for s in seeds])
+                        out.append({"kind": kind, "split": split, "bn": bn, "metric": metric, "groups": groups, **stats,
+                                    "seeds": [int(s) for s in seeds], "pairs": sum(len(v) for v in by_seed.values()), "verdict": None})
     for p in out:
         p["verdict"] = verdict_of(p["ci95"])
     return out
@@ -204,7 +211,7 @@ def verdict(evidence: dict, bn: str) -> dict:
                 "worse_after_holm": sum(c["verdict"] == "worse" and c["beyond_noise_after_holm"] for c in sel),
                 "mean_of_means": (sum(c["mean"] for c in sel) / len(sel)) if sel else None}
 
-    pooled = {f"{p['kind']} | {p['split']} | {p['metric']}": {k: p[k] for k in ("n", "mean", "std", "ci95", "p", "verdict", "groups")}
+    pooled = {f"{p['kind']} | {p['split']} | {p['metric']}": {k: p[k] for k in ("n", "pairs", "mean", "std", "ci95", "p", "verdict", "groups")}
               for p in evidence["pooled"] if p["bn"] == bn}
     best = {}
     for c in st_ct_full:
@@ -325,9 +332,10 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
     for split in ("10pct", "full", "all"):
         key = f"ST vs CT | {split} | full"
         if key in pooled:
-            parts.append(f"{split} ({len(pooled[key]['groups'])} epochs budgets, n = {pooled[key]['n']}): {_ci(pooled[key])}")
+            parts.append(f"{split} split ({len(pooled[key]['groups'])} epochs budgets, {pooled[key]['n']} seeds, {pooled[key]['pairs']} paired runs): {_ci(pooled[key])}")
     if parts:
-        lines.append("Default ST (λ 1, T 1, one sub-network) minus CT, pooled over epochs budgets: " + "; ".join(parts) + ".")
+        lines.append("Default ST (λ 1, T 1, one sub-network) minus CT, pooled over epochs budgets (each seed's differences averaged over the budgets, "
+                     "then a t interval over seeds): " + "; ".join(parts) + ".")
     lines.append("")
     parts = []
     for metric, what in (("sub_mean", "mean of all sub-networks"), ("sub_worst", "worst sub-network")):
