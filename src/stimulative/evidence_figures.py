@@ -7,6 +7,16 @@ import os
 
 from .figures import BN_TITLES, COLORS, _save, plt
 
+
+def _save_with_legend(fig, folder: str, name: str, bottom: float) -> str:
+    """Save, keeping a strip of ``bottom`` (a fraction of the height) for the figure legend."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 MODE_COLORS = {"ct": COLORS["CT"], "st": COLORS["ST"], "stochastic-depth": COLORS["stochastic depth"]}
 EPOCH_MARKERS = {30: "o", 100: "s", 200: "D"}
 
@@ -31,12 +41,23 @@ def _splits(evidence: dict) -> list[str]:
 
 def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
     """One point per cell: mean ± std over seeds against training FLOPs. Default
-    configurations are joined across epochs; ST variants are smaller, unjoined points."""
+    configurations are joined across epochs; ST variants are smaller, unjoined points. The
+    y range follows the default configurations; a variant far below it is drawn on the
+    bottom edge as a triangle labelled with its mean."""
+    stats = [c["metrics"][bn][metric] for c in cells]
+    defaults = [c["metrics"][bn][metric] for c in cells if c["default"]] or stats
+    lo = min(m["mean"] - m["std"] for m in defaults)
+    hi = max(m["mean"] + m["std"] for m in stats)
+    lo -= 0.1 * (hi - lo) + 0.5
     for mode in ("ct", "stochastic-depth", "st"):
         members = [c for c in cells if c["mode"] == mode]
         for c in members:
             m = c["metrics"][bn][metric]
             x = c["flops"]["total"] / 1e12
+            if m["mean"] < lo:  # off the scale (e.g. a configuration that failed to train)
+                ax.plot(x, lo, "v", color=MODE_COLORS[mode], markersize=5, alpha=0.8, clip_on=False)
+                ax.annotate(f"{_short(c)}: {m['mean']:.1f}", (x, lo), fontsize=5.5, color=MODE_COLORS[mode], xytext=(3, 3), textcoords="offset points")
+                continue
             ax.errorbar(x, m["mean"], yerr=m["std"], color=MODE_COLORS[mode], marker=EPOCH_MARKERS.get(c["epochs"], "o"),
                         markersize=7 if c["default"] else 4, alpha=1.0 if c["default"] else 0.55, capsize=2, linestyle="none")
             if not c["default"]:
@@ -44,16 +65,17 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
         line = sorted((c for c in members if c["default"]), key=lambda c: c["epochs"])
         if len(line) > 1:
             ax.plot([c["flops"]["total"] / 1e12 for c in line], [c["metrics"][bn][metric]["mean"] for c in line], color=MODE_COLORS[mode], alpha=0.7)
+    ax.set_ylim(lo, hi + 0.02 * (hi - lo))
     ax.set_xscale("log")
     ax.set_xlabel("training cost (TFLOPs, forward + backward)")
     ax.grid(alpha=0.3)
 
 
-def _legend(ax) -> None:
+def _legend(fig) -> None:
     handles = [plt.Line2D([], [], color=MODE_COLORS[m], marker="o", linestyle="-", label=label)
                for m, label in (("ct", "CT"), ("stochastic-depth", "stochastic depth (large: rate 0.5)"), ("st", "ST (large: λ 1, T 1, n 1, KL)"))]
     handles += [plt.Line2D([], [], color="gray", marker=mk, linestyle="none", label=f"{e} epochs") for e, mk in EPOCH_MARKERS.items()]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
 
 
 def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
@@ -63,9 +85,9 @@ def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -
         _scatter(ax, [c for c in evidence["cells"].values() if c["split"] == split], bn, "full")
         ax.set_title(f"training split: {split}", fontsize=10)
         ax.set_ylabel("full-network top-1 (%)")
-    _legend(axes[0][-1])
+    _legend(fig)
     fig.suptitle(f"Full network vs training cost (mean ± std over seeds; {BN_TITLES[bn]})", fontsize=11)
-    return _save(fig, folder, f"evidence_full_vs_cost_{bn}.png")
+    return _save_with_legend(fig, folder, f"evidence_full_vs_cost_{bn}.png", 0.07)
 
 
 def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
@@ -77,9 +99,9 @@ def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated"
             _scatter(axes[i][j], cells, bn, metric)
             axes[i][j].set_ylabel(label)
             axes[i][j].set_title(f"training split: {split}", fontsize=10)
-    _legend(axes[1][-1])
+    _legend(fig)
     fig.suptitle(f"Sub-networks vs training cost (27 ordered sub-networks; {BN_TITLES[bn]})", fontsize=11)
-    return _save(fig, folder, f"evidence_subnets_vs_cost_{bn}.png")
+    return _save_with_legend(fig, folder, f"evidence_subnets_vs_cost_{bn}.png", 0.04)
 
 
 def paired_difference_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
