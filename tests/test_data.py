@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stimulative.data import DataError, load_data, random_shift, stratified_fraction
+from stimulative.data import DataError, DataSource, load_data, random_shift, stratified_fraction
 
 
 def test_digits_split_is_fixed_stratified_and_real():
@@ -36,6 +36,38 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_resumable():
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(full[5:], again))
     other = next(d.train_batches(64, seed=0, epoch=4))
     assert not torch.equal(full[0][0], other[0])
+
+
+class WorkerStamped(torch.utils.data.Dataset):
+    """Image i is the value i; the label is the id of the process that loaded it."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i)]), os.getpid()
+
+
+def test_persistent_workers_serve_every_epoch_in_the_order_of_one_process():
+    ds = WorkerStamped()
+    source = DataSource("stamped", ds, ds, ds, num_classes=2, in_chans=1, image_size=1)
+    alone = [x for e in range(3) for x, _ in source.train_batches(8, seed=1, epoch=e)]
+    pids, seen = [], []
+    for e in range(3):
+        batches = source.train_batches(8, seed=1, epoch=e, workers=2)
+        if e == 1:  # a pass abandoned half-way must not leak into the next one
+            next(batches)
+        for x, pid in source.train_batches(8, seed=1, epoch=e, workers=2):
+            seen.append(x)
+            pids.append(set(pid.tolist()))
+    assert all(torch.equal(a, b) for a, b in zip(alone, seen, strict=True))
+    assert os.getpid() not in set().union(*pids)
+    assert len(set().union(*pids)) == 2  # the same two workers for all three epochs
+    resumed = list(source.train_batches(8, seed=1, epoch=2, start=3, workers=2))
+    assert all(torch.equal(a, x) for a, (x, _) in zip(alone[-2:], resumed, strict=True))
+    tests = [list(source.eval_batches(ds, 16, workers=2)) for _ in range(2)]
+    assert len(set().union(*(set(p.tolist()) for _, p in tests[0] + tests[1]))) <= 2
+    source.close()
 
 
 def test_random_shift_moves_images_by_at_most_one_pixel():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,18 +38,21 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class SeededSamples(Dataset):
-    """``dataset[i]`` with the random transforms seeded by :func:`sample_seed` (the global
-    torch RNG of the calling process is left as it was)."""
+    """``dataset[i]`` with the random transforms seeded by :func:`sample_seed`, indexed by
+    ``(epoch, i)`` pairs (as :class:`EpochSampler` yields them): the epoch travels with the
+    index, so persistent worker processes need no update between epochs. The global torch RNG
+    of the calling process is left as it was."""
 
-    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, i))
+            torch.manual_seed(sample_seed(self.seed, epoch, i))
             return self.dataset[i]
 
 
@@ -82,23 +85,32 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     return np.sort(np.concatenate(keep))
 
 
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch in the order of :func:`epoch_permutation`, from index ``start``.
+class EpochSampler(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` pairs of one epoch, the indices in the order of
+    :func:`epoch_permutation`, from index ``start``; :meth:`set_epoch` moves it to another
+    epoch (the sampler lives in the main process, so one DataLoader with persistent workers
+    serves every epoch).
 
-    With ``world_size`` > 1 (DistributedSampler's job, ``epoch`` playing ``set_epoch``):
-    only the complete global batches of ``batch_size`` are kept and ``rank`` gets the
-    contiguous ``rank``-th of ``world_size`` equal shares of each, so the ranks' batch ``b``
-    together are exactly global batch ``b`` (no padding, no duplicates)."""
+    With ``world_size`` > 1 (DistributedSampler's job): only the complete global batches of
+    ``batch_size`` are kept and ``rank`` gets the contiguous ``rank``-th of ``world_size``
+    equal shares of each, so the ranks' batch ``b`` together are exactly global batch ``b``
+    (no padding, no duplicates)."""
 
     def __init__(self, n: int, seed: int, epoch: int, start: int = 0, batch_size: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        order = epoch_permutation(n, seed, epoch)[start:]
-        if world_size > 1:
-            lo, hi = batch_size * rank // world_size, batch_size * (rank + 1) // world_size
-            order = order[: len(order) // batch_size * batch_size].view(-1, batch_size)[:, lo:hi].reshape(-1)
-        self.order = order.tolist()
+        self.n, self.seed, self.batch_size, self.rank, self.world_size = n, seed, batch_size, rank, world_size
+        self.set_epoch(epoch, start)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        order = epoch_permutation(self.n, self.seed, epoch)[start:]
+        if self.world_size > 1:
+            b = self.batch_size
+            lo, hi = b * self.rank // self.world_size, b * (self.rank + 1) // self.world_size
+            order = order[: len(order) // b * b].view(-1, b)[:, lo:hi].reshape(-1)
+        self.epoch, self.order = epoch, order.tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, order = self.epoch, self.order  # fixed now: a later set_epoch does not touch this pass
+        return ((epoch, i) for i in order)
 
     def __len__(self) -> int:
         return len(self.order)
@@ -121,6 +133,7 @@ class DataSource:
     in_memory: bool = False  # small tensors kept whole: index them, skip DataLoader workers
     augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
     skipped: tuple[str, ...] = ()  # unreadable files left out (imagefolder with skip_corrupt)
+    _loaders: dict = field(default_factory=dict, repr=False, compare=False)  # persistent DataLoaders by use
 
     def train_batches(
         self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu",
@@ -146,17 +159,25 @@ class DataSource:
                     x = x_all[idx[lo:hi]]
                 yield x.to(device, non_blocking=True), y_all[idx[lo:hi]].to(device, non_blocking=True)
             return
-        loader = DataLoader(
-            SeededSamples(self.train, seed, epoch),
-            batch_size=hi - lo,
-            sampler=EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size),
-            num_workers=workers,
-            pin_memory=device.startswith("cuda"),
-            drop_last=True,
-            generator=torch.Generator().manual_seed(seed * 104_729 + epoch),  # worker seeds
-            persistent_workers=False,
-        )
+        key = ("train", hi - lo, seed, workers, device, rank, world_size)
+        if key not in self._loaders:
+            sampler = EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size)
+            self._loaders[key] = self._loader(SeededSamples(self.train, seed), hi - lo, workers, device, sampler=sampler, drop_last=True)
+        loader = self._loaders[key]
+        loader.sampler.set_epoch(epoch, start * batch_size)
         yield from _iterate(loader, device)
+
+    @staticmethod
+    def _loader(dataset: Dataset, batch_size: int, workers: int, device: str, persistent: bool = True, **kwargs) -> DataLoader:
+        """A DataLoader, by default with worker processes that stay alive between epochs and
+        evaluations (their start-up is paid once per run, not once per pass). Its own
+        generator: drawing the workers' base seed leaves the global RNG (dropout, sampling) alone."""
+        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"),
+                          persistent_workers=persistent and workers > 0, generator=torch.Generator().manual_seed(0), **kwargs)
+
+    def close(self) -> None:
+        """Stop the persistent worker processes (they also stop with the process)."""
+        self._loaders.clear()
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train) // batch_size
@@ -170,8 +191,13 @@ class DataSource:
             for i in range(0, len(y_all), batch_size):
                 yield x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
             return
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"))
-        yield from _iterate(loader, device)
+        if workers == 0 or dataset is not self.test:  # others are subsets made on the fly: nothing worth keeping
+            yield from _iterate(self._loader(dataset, batch_size, workers, device, persistent=False), device)
+            return
+        key = ("test", batch_size, workers, device)
+        if key not in self._loaders:
+            self._loaders[key] = self._loader(dataset, batch_size, workers, device)
+        yield from _iterate(self._loaders[key], device)
 
     def calibration_inputs(
         self, count: int, batch_size: int, seed: int, workers: int = 0, device: str = "cpu"
