@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(fn=_cmd_sweep)
 
-    p = sub.add_parser("report", help="write report.md and report.html from runs and studies", description="Collect finished runs (folders with results.json) and studies (from `stimulative reproduce`) into report.md and a single-file report.html with the figures embedded.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="run or study folders")
+    p = sub.add_parser("report", help="write report.md and report.html from runs, studies and sweeps", description="Collect finished runs (folders with results.json), studies (from `stimulative reproduce`) and sweeps (from `stimulative sweep`) into report.md and a single-file report.html with the figures embedded.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run, study or sweep folders")
     p.add_argument("--out", default="report.md", help="Markdown file to write; the HTML goes beside it (default: report.md)")
     p.set_defaults(fn=_cmd_report)
 

@@ -1,5 +1,5 @@
-"""`stimulative report RUN_DIR...`: report.md and a single-file report.html (figures
-embedded) from finished runs and studies. The document is built once as a list of blocks
+"""`stimulative report DIR...`: report.md and a single-file report.html (figures
+embedded) from finished runs, studies and sweeps. The document is built once as a list of blocks
 and rendered to both formats."""
 
 from __future__ import annotations
@@ -130,6 +130,29 @@ def _study_section(doc: Doc, study_dir: str) -> None:
     doc.p("The bound is loose: its log N·e^ε1 term alone is at least log 10 ≈ 2.3 nats, far above the measured gaps.")
 
 
+def _markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a Markdown table written by :mod:`stimulative.analysis.evidence`."""
+    lines = [line.strip().strip("|").split(" | ") for line in text.strip().splitlines()]
+    return [c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]]
+
+
+def _sweep_section(doc: Doc, sweep_dir: str) -> None:
+    from .analysis.evidence import cells_table_markdown, conclusion_markdown, differences_table_markdown
+
+    with open(os.path.join(sweep_dir, "evidence.json")) as fh:
+        ev = json.load(fh)
+    doc.h(2, f"Sweep {sweep_dir}: when does ST improve the full network?")
+    for paragraph in conclusion_markdown(ev).split("\n\n"):
+        doc.p(paragraph.strip())
+    doc.h(3, "Default configurations")
+    doc.table(*_markdown_table(cells_table_markdown(ev)))
+    doc.h(3, "Every cell minus CT, full network")
+    doc.table(*_markdown_table(differences_table_markdown(ev)))
+    for rel in ev.get("figures") or []:
+        name = os.path.splitext(os.path.basename(rel))[0].replace("evidence_", "").replace("_", " ")
+        doc.image(os.path.join(sweep_dir, rel), name)
+
+
 def _bn_story(stats: dict) -> str:
     """The two BN modes side by side, in words, from the measured statistics."""
     ct = {bn: stats[bn]["CT (0 sub-networks)"] for bn in stats}
@@ -155,10 +178,12 @@ def write_report(dirs: list[str], out: str = "report.md") -> str:
     for d in dirs:
         if os.path.exists(os.path.join(d, "analyses", "study.json")):
             _study_section(doc, d)
+        elif os.path.exists(os.path.join(d, "evidence.json")):
+            _sweep_section(doc, d)
         elif os.path.exists(os.path.join(d, "results.json")):
             _run_section(doc, d)
         else:
-            raise ValueError(f"{d!r} is neither a finished run (results.json) nor a study (analyses/study.json)")
+            raise ValueError(f"{d!r} is neither a finished run (results.json), a study (analyses/study.json) nor a sweep (evidence.json)")
     base = os.path.dirname(os.path.abspath(out))
     with open(out, "w") as fh:
         fh.write(doc.markdown(base))
