@@ -41,7 +41,9 @@ def test_results_hold_the_measurements_and_the_targets(results) -> None:
     assert all(g["relative"] < 1e-4 for g in e["gradients_vs_reference"].values())
     assert e["shared_eval_max_abs_diff"] <= 1e-5 and e["shared_eval_speedup"] > 0
     assert e["eval"]["subnets"] == 27 and e["eval"]["deletion"]["subnets"] == 7
-    assert set(e["peak_memory_mb"]) == {"ct", "st1", "reference1", "st6", "reference6"}
+    assert set(e["peak_memory_mb"]) == {"ct", "st1", "reference1", "low1", "st6", "reference6", "low6"}
+    assert all(g["relative"] < 1e-4 for g in e["low_memory_gradients_vs_joint"].values())
+    assert set(e["low_memory_wall_over_flops"]) == {"1", "6"}
     assert results["machine"]["versions"]["torch"] == torch.__version__
     assert set(e["targets_met"]) >= {"wall_over_flops_1", "shared_eval_identical", "shared_eval_speedup"}
     assert "resnet20" in format_table(results)

@@ -9,7 +9,7 @@ from stimulative.cli import main as cli
 from stimulative.config import TrainConfig
 from stimulative.models import create_model
 from stimulative.sampling import SamplingSpace, enumerate_subnets, parse_spec
-from stimulative.train import cosine_lr, training_step
+from stimulative.train import cosine_lr, low_memory_step, training_step
 
 FAST = ["--epochs", "2", "--batch-size", "128", "--calib-images", "300", "--no-progress"]
 
@@ -114,6 +114,43 @@ def test_shared_prefix_step_equals_separate_forward_and_backward():
     assert out.loss.item() == pytest.approx(loss.item(), rel=1e-6)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+
+
+@pytest.mark.parametrize("kl", ["kl", "kl-direction"])
+def test_low_memory_step_equals_the_joint_backward(kl):
+    """Back-propagating each sub-network to its branch point, then the full network once,
+    gives the joint backward's loss, gradients and BN running statistics; sub-networks
+    on their own smaller input (ST++) and two sharing a branch point included."""
+    from stimulative.stpp import resize_batch
+
+    torch.manual_seed(0)
+    joint = create_model("resnet20", in_chans=1).train()
+    low = create_model("resnet20", in_chans=1).train()
+    low.load_state_dict(joint.state_dict())
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
+    specs = [parse_spec("3,2,1"), parse_spec("3,2,3"), parse_spec("1,1,1"), parse_spec("2,1,3")]
+    sub_inputs = [None, None, None, resize_batch(x, 6)]
+    ref = training_step(joint, x, y, specs, 0.7, 2.0, kl, sub_inputs=sub_inputs)
+    ref.loss.backward()
+    out = low_memory_step(low, x, y, specs, 0.7, 2.0, kl, sub_inputs=sub_inputs)
+    assert all(p.grad is not None for p in low.stages[2][2].parameters())  # a suffix's gradients arrive before the backward
+    out.loss.backward()
+    for a, b in ((out.loss, ref.loss), (out.ce, ref.ce), (out.kl, ref.kl)):
+        assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    for (name, p), q in zip(low.named_parameters(), joint.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    for (k, a), b in zip(low.state_dict().items(), joint.state_dict().values()):
+        assert torch.allclose(a.float(), b.float()), k
+
+
+def test_low_memory_training_runs_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    out = tmp_path / "low"
+    assert cli(["train", *FAST, "--subnets-per-step", "3", "--low-memory", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["by_bn"]["recalibrated"]["main"]["top1"] > 50
+    for bad in (["--amp", "fp16"], ["--ghost-batches", "2"]):
+        assert cli(["train", *FAST, "--low-memory", *bad, "--device", "cpu", "--out", str(tmp_path / "bad")]) != 0
+        assert "--low-memory" in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_cosine_schedule_with_warmup():

@@ -53,7 +53,7 @@ from .sampling import (
     skippable_blocks,
     step_generator,
 )
-from .train import training_step
+from .train import low_memory_step, training_step
 
 DEFAULT_MODELS = ("resnet56", "resnet50_cifar", "mobilenetv3_large_cifar")
 SUBNET_COUNTS = (1, 6)
@@ -249,6 +249,8 @@ def make_step(kind: str, model: ElasticNet, opt: torch.optim.Optimizer, x, y, su
         opt.zero_grad(set_to_none=True)
         if kind == "reference":
             reference_backward(model, x, y, subnets)
+        elif kind == "low":  # --low-memory
+            low_memory_step(model, x, y, list(subnets), 1.0).loss.backward()
         else:
             (ct_loss if kind == "ct" else st_loss)(model, x, y, subnets).backward()
         opt.step()
@@ -256,14 +258,18 @@ def make_step(kind: str, model: ElasticNet, opt: torch.optim.Optimizer, x, y, su
     return step
 
 
-def gradient_difference(model: ElasticNet, x, y, subnets: Sequence[SubnetSpec]) -> dict[str, float]:
-    """Largest |Δ gradient| between ours and the reference way, from the same weights."""
+def gradient_difference(model: ElasticNet, x, y, subnets: Sequence[SubnetSpec], against: str = "reference") -> dict[str, float]:
+    """Largest |Δ gradient| between ours and the reference way (or ``--low-memory``'s
+    step, ``against="low"``), from the same weights."""
     ours, ref = copy.deepcopy(model), copy.deepcopy(model)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(0)  # the same dropout masks (MobileNetV3's head) in both
         st_loss(ours, x, y, subnets).backward()
         torch.manual_seed(0)
-        reference_backward(ref, x, y, subnets)
+        if against == "low":
+            low_memory_step(ref, x, y, list(subnets), 1.0).loss.backward()
+        else:
+            reference_backward(ref, x, y, subnets)
     diff = scale = 0.0
     for p, q in zip(ours.parameters(), ref.parameters()):
         if p.grad is None and q.grad is None:
@@ -286,7 +292,7 @@ def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
     for r in range(sizes.draws):
         g = step_generator(seed, r)
         draws.append([sample_subnet(space, arch, "ordered", g) for _ in range(max(SUBNET_COUNTS))])
-    configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference")]
+    configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference", "low")]
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-5)
     model.train()
 
@@ -294,6 +300,7 @@ def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
         return make_step(kind, model, opt, x, y, draws[r][:n])
 
     grads = {n: gradient_difference(model, x, y, draws[0][:n]) for n in SUBNET_COUNTS}
+    low_grads = {n: gradient_difference(model, x, y, draws[0][:n], against="low") for n in SUBNET_COUNTS}
     log(f"  gradients ours vs reference: max |diff| {max(g['max_abs_diff'] for g in grads.values()):.2e}")
     flops = {(k, n): [count_flops(step(k, n, r)) for r in range(sizes.draws)] for k, n in configs}
     for k, n in configs:  # warm-up
@@ -326,6 +333,10 @@ def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
     out["vs_reference_speedup"] = {str(n): total[("reference", n)] / total[("st", n)] for n in SUBNET_COUNTS}
     out["vs_reference_flop_saving"] = {str(n): total_flops[("reference", n)] / total_flops[("st", n)] for n in SUBNET_COUNTS}
     out["gradients_vs_reference"] = {str(n): g for n, g in grads.items()}
+    # --low-memory: each sub-network back-propagated to its branch point at once (same FLOPs as ours)
+    out["low_memory_over_ct_wall"] = {str(n): total[("low", n)] / total[ct] for n in SUBNET_COUNTS}
+    out["low_memory_wall_over_flops"] = {str(n): out["low_memory_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)] for n in SUBNET_COUNTS}
+    out["low_memory_gradients_vs_joint"] = {str(n): g for n, g in low_grads.items()}
     out["sampled_subnets"] = [[s.to_text() for s in d] for d in draws]
     return out
 
@@ -487,15 +498,15 @@ def targets_met(entry: dict) -> dict:
 
 def format_table(results: dict) -> str:
     rows = [
-        f"{'model':<24} {'ST/CT wall':>11} {'ST/CT FLOPs':>12} {'wall/FLOPs':>11} {'vs ref':>11} {'eval x':>7} {'calib x':>8} {'del x':>6} {'max|dlogit|':>11}",
-        f"{'':<24} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11} {'1 / 6':>11}",
+        f"{'model':<24} {'ST/CT wall':>11} {'ST/CT FLOPs':>12} {'wall/FLOPs':>11} {'low-mem w/F':>12} {'vs ref':>11} {'eval x':>7} {'calib x':>8} {'del x':>6} {'max|dlogit|':>11}",
+        f"{'':<24} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11}",
     ]
     for name, e in results["models"].items():
         pair = lambda d: f"{d['1']:.2f}/{d['6']:.2f}"  # noqa: E731
         ev = e.get("eval")
         rows.append(
             f"{name:<24} {pair(e['st_over_ct_wall']):>11} {pair(e['st_over_ct_flops']):>12} {pair(e['wall_over_flops']):>11} "
-            f"{pair(e['vs_reference_speedup']):>11} "
+            f"{pair(e['low_memory_wall_over_flops']):>12} {pair(e['vs_reference_speedup']):>11} "
             + (
                 f"{ev['recalibrated']['speedup']:>7.2f} {ev['recalibrated']['calibration_speedup']:>8.2f} {ev['deletion']['speedup']:>6.2f} {e['shared_eval_max_abs_diff']:>11.1e}"
                 if ev
@@ -503,12 +514,12 @@ def format_table(results: dict) -> str:
             )
         )
     rows.append("")
-    rows.append(f"{'peak memory (MB)':<24} {'CT':>7} {'ST1':>7} {'ref1':>7} {'ST6':>7} {'ref6':>7} {'naive eval':>11} {'shared eval':>12}")
+    rows.append(f"{'peak memory (MB)':<24} {'CT':>7} {'ST1':>7} {'ref1':>7} {'ST6':>7} {'ref6':>7} {'low6':>7} {'naive eval':>11} {'shared eval':>12}")
     for name, e in results["models"].items():
         m = e["peak_memory_mb"]
         ev = e.get("eval", {}).get("peak_memory_mb")
         rows.append(
-            f"{name:<24} {m['ct']:>7.0f} {m['st1']:>7.0f} {m['reference1']:>7.0f} {m['st6']:>7.0f} {m['reference6']:>7.0f} "
+            f"{name:<24} {m['ct']:>7.0f} {m['st1']:>7.0f} {m['reference1']:>7.0f} {m['st6']:>7.0f} {m['reference6']:>7.0f} {m['low6']:>7.0f} "
             + (f"{ev['naive_one_subnet']:>11.0f} {ev['shared_all_subnets']:>12.0f}" if ev else "")
         )
     return "\n".join(rows)

@@ -75,6 +75,7 @@ class TrainConfig:
     amp: str = _opt("none", "mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a grad scaler)", AMP)
     deterministic: bool = _opt(True, "deterministic algorithms (bit-exact resume on CPU); off enables cudnn.benchmark")
     channels_last: bool = _opt(False, "channels-last (NHWC) memory format for weights and activations (faster convolutions on recent GPUs)")
+    low_memory: bool = _opt(False, "ST: back-propagate each sub-network's KL to where it branches off the full network right after its forward, so one sub-network's activations are held at a time, not all (same gradients up to rounding; one process, no fp16, no ghost batches)")
     compile: bool = _opt(False, "torch.compile the stem, the head and each block on its own, so that changing the sub-network does not recompile")
     workers: int = _opt(2, "data loader worker processes (CIFAR/ImageNet)")
     log_every: int = _opt(50, "steps between logged training losses")
@@ -127,6 +128,8 @@ class TrainConfig:
         if self.sync_bn and (self.ghost_batches or not self.same_subnets_across_ranks):
             # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
             raise ValueError("--sync-bn normalises over the whole global batch: it excludes --ghost-batches and --no-same-subnets-across-ranks")
+        if self.low_memory and (self.amp == "fp16" or self.ghost_batches > 1):
+            raise ValueError("--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no --ghost-batches")
         if self.resize < 0:
             raise ValueError(f"--resize must not be negative, got {self.resize}")
         if self.resize and self.dataset == "imagefolder":

@@ -28,7 +28,7 @@ from .config import TrainConfig, config_from_dict, parse_resolution
 from .data import DataSource, load_data
 from .elastic import ElasticNet, drop_path_scales, shared_prefix
 from .evaluate import evaluate_subnets, summarize
-from .loss import stimulative_loss
+from .loss import distillation_term, stimulative_loss
 from .analysis.kl_tracking import record_kl
 from .finetune import build_model, load_initial_weights, loafing_change
 from .stpp import NAMED_SPACES, kl_weight_at, min_depths_for, resize_batch, shallowest, subnet_sides
@@ -37,7 +37,7 @@ from .speed import prepare_model
 
 # config fields that may change between a run and its resumption
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every", "eval_batch_size"}
-RUNTIME_FIELDS |= {"channels_last", "compile"}  # how fast, not what is computed
+RUNTIME_FIELDS |= {"channels_last", "compile", "low_memory"}  # how fast or how much memory, not what is computed
 # like the number of processes, how BN statistics are split may change on resume (a run
 # started on N GPUs without --ghost-batches keeps its BN semantics on one with --ghost-batches N)
 RUNTIME_FIELDS |= {"ghost_batches", "sync_bn"}
@@ -165,6 +165,52 @@ def training_step(
     return StepOutput(loss, ce, kl_sum)
 
 
+def low_memory_step(
+    model: ElasticNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    subnets: list[SubnetSpec],
+    kl_weight: float,
+    temperature: float = 1.0,
+    kl: str = "kl",
+    kl_amplitude: float = 1.0,
+    label_smoothing: float = 0.0,
+    autocast=nullcontext,
+    sub_inputs: list[torch.Tensor | None] | None = None,
+) -> StepOutput:
+    """:func:`training_step` with the peak memory of about CT plus one sub-network: each
+    sub-network's KL term is back-propagated right after its forward, down to its branch
+    point on the full network (the end of their shared prefix), and its graph freed; the
+    gradients arriving at each branch point are summed. The returned loss has Eq. 1's value,
+    and its backward (the caller's, as usual) carries the cross-entropy and those summed
+    gradients through the full network once. Same gradients as the joint backward up to
+    rounding. The sub-networks' parameter gradients are accumulated here, so the caller
+    zeroes gradients before the step, not between it and the backward."""
+    full = model.architecture.full()
+    with autocast():
+        main, trace = model.forward_trace(x, full)
+    ce = F.cross_entropy(main.float(), y, label_smoothing=label_smoothing)
+    teacher = main.detach()
+    kl_sum = torch.zeros((), dtype=torch.float32, device=main.device)
+    at_branch: dict[int, torch.Tensor] = {}
+    with frozen_bn_stats(model):
+        for i, spec in enumerate(subnets):
+            own = sub_inputs[i] if sub_inputs is not None else None
+            k = 0 if own is not None else shared_prefix(full.flat(), spec.flat())
+            h = None if own is not None else trace[k].detach().requires_grad_()
+            with autocast():
+                logits = model(own, spec) if own is not None else model.forward_trace(x, spec, start=(k, h))[0]
+            term = distillation_term(teacher, logits, kl, temperature, kl_amplitude)
+            (kl_weight * term).backward()
+            kl_sum = kl_sum + term.detach()
+            if h is not None:
+                at_branch[k] = at_branch[k] + h.grad if k in at_branch else h.grad
+    # the branch points' gradients enter through a term of value 0: <trace[k], g> - its value
+    carry = sum(((trace[k] * g.to(trace[k].dtype)).float().sum() for k, g in at_branch.items()), torch.zeros((), device=main.device))
+    loss = ce + (carry - carry.detach()) + kl_weight * kl_sum
+    return StepOutput(loss, ce, kl_sum)
+
+
 def individual_step(
     model: ElasticNet, x: torch.Tensor, y: torch.Tensor, spec: SubnetSpec, label_smoothing: float = 0.0, autocast=nullcontext,
     ghost_batches: int = 1, runner=None,
@@ -216,8 +262,8 @@ def train_one_epoch(
     sums = new_epoch_sums() if sums is None else sums
     step = first_step
     for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)  # before the step: low_memory_step accumulates gradients in it
         out = step_fn(x, y, step)
-        optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(out.loss).backward()
             scaler.step(optimizer)
@@ -465,6 +511,8 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
     optimizer = make_optimizer(model, cfg)
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total_steps, warmup))
+    if cfg.low_memory and env.enabled:
+        raise ValueError("--low-memory back-propagates each sub-network on its own, which DDP's one backward per forward does not allow: drop it under torchrun")
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -520,6 +568,8 @@ def _train(cfg: TrainConfig, env: distributed.DistEnv) -> dict:
         if cfg.mode == "stochastic-depth":  # blocks dropped per sample, seeded by (seed, step[, rank])
             gen = distributed.rank_generator(cfg.seed, s, env.rank)  # rank 0: step_generator(seed, step)
             keep = drop_path_scales(arch, cfg.drop_path_rate, x.shape[0], gen)
+        if cfg.low_memory and subnets:
+            return low_memory_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast, sub_inputs)
         return training_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing, autocast, ghost_batches, runner, sub_inputs, keep)
 
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
