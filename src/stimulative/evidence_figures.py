@@ -3,7 +3,10 @@ CT, stochastic depth and the ST configurations, and the paired differences to CT
 
 from __future__ import annotations
 
+import math
 import os
+
+from matplotlib.ticker import FuncFormatter
 
 from .figures import BN_TITLES, COLORS, _save, plt
 
@@ -67,6 +70,11 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
             ax.plot([c["flops"]["total"] / 1e12 for c in line], [c["metrics"][bn][metric]["mean"] for c in line], color=MODE_COLORS[mode], alpha=0.7)
     ax.set_ylim(lo, hi + 0.02 * (hi - lo))
     ax.set_xscale("log")
+    # plain numbers on the log axis: matplotlib's default labels minor ticks as "3×10^-1" and they overlap
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo_x, hi_x = ax.get_xlim()
+    narrow = hi_x / lo_x < 5  # less than a decade shown: every minor tick gets its number
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if narrow or round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
     ax.set_xlabel("training cost (TFLOPs, forward + backward)")
     ax.grid(alpha=0.3)
 
