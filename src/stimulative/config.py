@@ -52,7 +52,7 @@ class TrainConfig:
     temperature: float = _opt(1.0, "softmax temperature T of the KL (the term is scaled by T^2)")
     kl: str = _opt("kl", "kl: KL of the softened outputs; kl-direction: ST++'s KL of layer-normalised logits", ("kl", "kl-direction"))
     kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
-    subnets_per_step: int = _opt(1, "sub-networks sampled per step, each adding its KL term")
+    subnets_per_step: int = _opt(1, "sub-networks sampled per step, each adding its KL term weighted by --kl-weight (with several, scale --kl-weight by about 1/n: six terms at lambda 1 failed to train in our digits sweep)")
     sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
     min_depths: str = _opt("", "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage), all (only shape-changing blocks kept), half, spaceK (at least K per stage, ST++'s space3)")
     sandwich: bool = _opt(False, "also train the shallowest sub-network of the space at every step (the sandwich rule), besides the sampled ones")
