@@ -159,7 +159,7 @@ class DataSource:
                     x = x_all[idx[lo:hi]]
                 yield x.to(device, non_blocking=True), y_all[idx[lo:hi]].to(device, non_blocking=True)
             return
-        key = ("train", hi - lo, seed, workers, device, rank, world_size)
+        key = ("train", batch_size, seed, workers, device, rank, world_size)
         if key not in self._loaders:
             sampler = EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size)
             self._loaders[key] = self._loader(SeededSamples(self.train, seed), hi - lo, workers, device, sampler=sampler, drop_last=True)
