@@ -10,16 +10,6 @@ from matplotlib.ticker import FuncFormatter
 
 from .figures import BN_TITLES, COLORS, _save, plt
 
-
-def _save_with_legend(fig, folder: str, name: str, bottom: float) -> str:
-    """Save, keeping a strip of ``bottom`` (a fraction of the height) for the figure legend."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
 MODE_COLORS = {"ct": COLORS["CT"], "st": COLORS["ST"], "stochastic-depth": COLORS["stochastic depth"]}
 EPOCH_MARKERS = {30: "o", 100: "s", 200: "D"}
 
@@ -95,7 +85,7 @@ def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -
         ax.set_ylabel("full-network top-1 (%)")
     _legend(fig)
     fig.suptitle(f"Full network vs training cost (mean ± std over seeds; {BN_TITLES[bn]})", fontsize=11)
-    return _save_with_legend(fig, folder, f"evidence_full_vs_cost_{bn}.png", 0.07)
+    return _save(fig, folder, f"evidence_full_vs_cost_{bn}.png", legend_strip=0.07)
 
 
 def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
@@ -109,7 +99,7 @@ def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated"
             axes[i][j].set_title(f"training split: {split}", fontsize=10)
     _legend(fig)
     fig.suptitle(f"Sub-networks vs training cost (27 ordered sub-networks; {BN_TITLES[bn]})", fontsize=11)
-    return _save_with_legend(fig, folder, f"evidence_subnets_vs_cost_{bn}.png", 0.04)
+    return _save(fig, folder, f"evidence_subnets_vs_cost_{bn}.png", legend_strip=0.04)
 
 
 def paired_difference_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:

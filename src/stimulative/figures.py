@@ -14,10 +14,12 @@ COLORS = {"CT": "#1f77b4", "ST": "#d62728", "individual": "#2ca02c", "stochastic
 BN_TITLES = {"recalibrated": "BN recalibrated per sub-network", "running": "full network's running BN statistics"}
 
 
-def _save(fig, folder: str, name: str) -> str:
+def _save(fig, folder: str, name: str, legend_strip: float = 0.0) -> str:
+    """Save and close ``fig``; ``legend_strip``: a fraction of the height kept free at the
+    bottom for a figure-wide legend."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_strip, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

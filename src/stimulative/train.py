@@ -187,6 +187,7 @@ def low_memory_step(
     rounding. The sub-networks' parameter gradients are accumulated here, so the caller
     zeroes gradients before the step, not between it and the backward."""
     full = model.architecture.full()
+    full_steps = full.flat()
     with autocast():
         main, trace = model.forward_trace(x, full)
     ce = F.cross_entropy(main.float(), y, label_smoothing=label_smoothing)
@@ -196,7 +197,7 @@ def low_memory_step(
     with frozen_bn_stats(model):
         for i, spec in enumerate(subnets):
             own = sub_inputs[i] if sub_inputs is not None else None
-            k = 0 if own is not None else shared_prefix(full.flat(), spec.flat())
+            k = 0 if own is not None else shared_prefix(full_steps, spec.flat())
             h = None if own is not None else trace[k].detach().requires_grad_()
             with autocast():
                 logits = model(own, spec) if own is not None else model.forward_trace(x, spec, start=(k, h))[0]
