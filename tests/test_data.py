@@ -100,7 +100,10 @@ def test_cifar10_binary_format(tmp_path):
     raw = np.fromfile(tmp_path / "cifar-10-batches-bin" / "test_batch.bin", dtype=np.uint8).reshape(8, 3073)
     xt, yt = d.test[0]
     assert yt == raw[0, 0]
-    expected = (torch.tensor(raw[0, 1:].reshape(3, 32, 32), dtype=torch.float32) / 255 - torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]) / torch.tensor([0.2470, 0.2435, 0.2616])[:, None, None]
+    expected = (
+        torch.tensor(raw[0, 1:].reshape(3, 32, 32), dtype=torch.float32) / 255
+        - torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
+    ) / torch.tensor([0.2470, 0.2435, 0.2616])[:, None, None]
     assert torch.allclose(xt, expected, atol=1e-5)
     x, y = next(d.train_batches(4, seed=0, epoch=0))
     assert x.shape == (4, 3, 32, 32)
@@ -135,7 +138,9 @@ def test_imagefolder(tmp_path):
         for cls in ("cat", "dog"):
             os.makedirs(tmp_path / split / cls)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
+                    tmp_path / split / cls / f"{i}.png"
+                )
     d = load_data("imagefolder", root=str(tmp_path), image_size=32)
     assert len(d.train) == 6 and len(d.test) == 4 and d.num_classes == 2
     x, y = d.test[3]

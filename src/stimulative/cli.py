@@ -6,23 +6,33 @@ import argparse
 import os
 import sys
 
-from .config import add_config_arguments, resolve_config
+from .runtime.device import resolve_device, set_threads
+from .training.config import add_config_arguments, resolve_config
+from .training.run_dir import RunDir
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train import main
+    from .training.loop import main
 
     main(resolve_config(args))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .distributed import distributed_session, main_process_output
-    from .reevaluate import reevaluate
-    from .train import resolve_device
+    from .runtime.distributed import distributed_session, main_process_output
+    from .tools.reevaluate import reevaluate
 
     # under torchrun the sub-networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
-        reevaluate(args.run_dir, subnets=args.subnets, bn=args.bn, max_subnets=args.max_subnets, min_depths=args.min_depths, out=args.out, device=str(env.device), progress=not args.no_progress)
+        reevaluate(
+            args.run_dir,
+            subnets=args.subnets,
+            bn=args.bn,
+            max_subnets=args.max_subnets,
+            min_depths=args.min_depths,
+            out=args.out,
+            device=str(env.device),
+            progress=not args.no_progress,
+        )
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
@@ -37,34 +47,48 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{name:<26} {params:>7.2f}M params  stages {list(arch.stage_sizes)}  skippable {skippable}")
 
 
-def _set_threads(threads: int) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_run
+    from .tools.export import export_run
 
-    _set_threads(args.threads)
-    export_run(args.run_dir, args.subnet, args.out, args.bn, args.torchscript, args.onnx, args.pt2, args.device, args.check_images, args.force)
+    set_threads(args.threads)
+    export_run(
+        args.run_dir,
+        args.subnet,
+        args.out,
+        args.bn,
+        args.torchscript,
+        args.onnx,
+        args.pt2,
+        args.device,
+        args.check_images,
+        args.force,
+    )
 
 
 def _cmd_pareto(args: argparse.Namespace) -> None:
-    from .pareto import pareto_run
+    from .tools.pareto import pareto_run
 
-    _set_threads(args.threads)
+    set_threads(args.threads)
     pareto_run(
-        args.run_dir, bn=args.bn, max_subnets=args.max_subnets, min_depths=args.min_depths, latency_batch=args.latency_batch,
-        repeats=args.repeats, budget_ms=args.budget_ms, budget_mflops=args.budget_mflops, out=args.out, device=args.device,
-        force=args.force, progress=not args.no_progress, latency_stat=args.latency_stat,
+        args.run_dir,
+        bn=args.bn,
+        max_subnets=args.max_subnets,
+        min_depths=args.min_depths,
+        latency_batch=args.latency_batch,
+        repeats=args.repeats,
+        budget_ms=args.budget_ms,
+        budget_mflops=args.budget_mflops,
+        out=args.out,
+        device=args.device,
+        force=args.force,
+        progress=not args.no_progress,
+        latency_stat=args.latency_stat,
     )
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import BenchConfig, DEFAULT_MODELS, main
     from .models import list_models
+    from .tools.bench import DEFAULT_MODELS, BenchConfig, main
 
     models = args.models or list(DEFAULT_MODELS)
     unknown = [m for m in models if m not in list_models()]
@@ -72,11 +96,21 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(list_models())}")
     if args.out and os.path.exists(args.out) and not args.force:
         raise ValueError(f"--out {args.out!r} exists; pass --force to replace it")
-    main(BenchConfig(models=models, quick=args.quick, device=args.device, seed=args.seed, threads=args.threads, skip_eval=args.skip_eval, out=args.out))
+    main(
+        BenchConfig(
+            models=models,
+            quick=args.quick,
+            device=args.device,
+            seed=args.seed,
+            threads=args.threads,
+            skip_eval=args.skip_eval,
+            out=args.out,
+        )
+    )
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import reproduce
+    from .studies.reproduce import reproduce
 
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     epochs = args.epochs or (3 if args.quick else 30)
@@ -85,33 +119,51 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import print_plan, sweep
+    from .studies.sweep import print_plan, sweep
 
     if args.budget < 0:
         raise ValueError(f"--budget must not be negative, got {args.budget}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    plan = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, dry_run=True, only=tuple(args.only))
+    set_threads(args.threads)
+    plan = sweep(
+        args.out,
+        args.budget,
+        tuple(args.seeds),
+        args.design,
+        args.model,
+        args.device,
+        progress=not args.no_progress,
+        dry_run=True,
+        only=tuple(args.only),
+    )
     print_plan(plan)
     if args.dry_run:
         return
-    evidence = sweep(args.out, args.budget, tuple(args.seeds), args.design, args.model, args.device, progress=not args.no_progress, analyse_only=args.analyse_only, only=tuple(args.only))
-    print(f"evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: {os.path.join(args.out, 'conclusion.md')}; "
-          f"figures in {os.path.join(args.out, 'figures')} ({evidence['wall_seconds_this_invocation']:.0f} s)")
+    evidence = sweep(
+        args.out,
+        args.budget,
+        tuple(args.seeds),
+        args.design,
+        args.model,
+        args.device,
+        progress=not args.no_progress,
+        analyse_only=args.analyse_only,
+        only=tuple(args.only),
+    )
+    print(
+        f"evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: {os.path.join(args.out, 'conclusion.md')}; "
+        f"figures in {os.path.join(args.out, 'figures')} ({evidence['wall_seconds_this_invocation']:.0f} s)"
+    )
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .reporting.report import write_report
 
     path = write_report(args.dirs, args.out)
     print(f"written {path} and {os.path.splitext(path)[0]}.html")
 
 
 def _cmd_destruction(args: argparse.Namespace) -> None:
-    from .distributed import distributed_session, main_process_output
-    from .train import resolve_device
+    from .runtime.distributed import distributed_session, main_process_output
 
     # under torchrun the destroyed networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
@@ -119,28 +171,31 @@ def _cmd_destruction(args: argparse.Namespace) -> None:
 
 
 def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
-    import json
-
-    from .analysis.destruction import run_destruction
-    from .figures import destruction_figure
-    from .reevaluate import load_run
+    from .reporting.figures import destruction_figure
+    from .tools.destruction import destruction_of_run
 
     results = {}
     for run_dir in args.run_dirs:
-        model, cfg, data, _, _ = load_run(run_dir, device)
-        calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
-        per_bn = {bn: run_destruction(model, lambda: data.eval_batches(data.test, cfg.eval_batch_size), calibration if bn == "recalibrated" else [], bn, args.max_k, args.limit, cfg.seed) for bn in ("recalibrated", "running")}
-        if write:
-            with open(os.path.join(run_dir, "destruction.json"), "w") as fh:
-                json.dump(per_bn, fh, indent=1)
-        label = f"{cfg.mode.upper()} s{cfg.seed}" if cfg.mode.upper() in [r.split()[0] for r in results] else cfg.mode.upper()
+        per_bn = destruction_of_run(run_dir, device, args.max_k, args.limit, write=write)
+        mode, seed = per_bn_label(run_dir)
+        label = f"{mode} s{seed}" if mode in [r.split()[0] for r in results] else mode
         results[label] = {"per_seed": [per_bn]}
         for bn, r in per_bn.items():
             worst = {k: max((e["drop"] for e in r[k]), default=0.0) for k in ("delete_one", "delete_k", "permute_k")}
-            print(f"{run_dir} ({bn} BN): intact {r['intact_top1']:.2f}; worst drop: delete one {worst['delete_one']:.2f}, delete k {worst['delete_k']:.2f}, permute {worst['permute_k']:.2f}")
+            print(
+                f"{run_dir} ({bn} BN): intact {r['intact_top1']:.2f}; worst drop: delete one "
+                f"{worst['delete_one']:.2f}, "
+                f"delete k {worst['delete_k']:.2f}, permute {worst['permute_k']:.2f}"
+            )
     for bn in ("recalibrated", "running"):
         if write:
             print("figure:", destruction_figure(results, bn, args.figures))
+
+
+def per_bn_label(run_dir: str) -> tuple[str, int]:
+    """The mode (upper case) and seed a run folder was trained with."""
+    cfg = RunDir(run_dir).saved_config()
+    return cfg.mode.upper(), cfg.seed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,113 +206,301 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing.")
+    parser = _Parser(
+        prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a network (ST by default, on the digits)", description="Train with stimulative training (st), common training (ct) or one sub-network alone (individual). Writes a run folder: config.yaml, metrics.jsonl, checkpoint/, results.json.")
+    p = sub.add_parser(
+        "train",
+        help="train a network (ST by default, on the digits)",
+        description="Train with stimulative training (st), common training (ct) or one sub-network alone "
+        "(individual). Writes a run folder: config.yaml, metrics.jsonl, checkpoint/, results.json.",
+    )
     add_config_arguments(p)
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a finished run (other sub-networks or BN mode)", description="Evaluate the checkpoint of RUN_DIR again without training, e.g. with another BN mode or other sub-networks.")
+    p = sub.add_parser(
+        "evaluate",
+        help="re-evaluate a finished run (other sub-networks or BN mode)",
+        description="Evaluate the checkpoint of RUN_DIR again without training, e.g. with another BN mode or other "
+        "sub-networks.",
+    )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
-    p.add_argument("--subnets", nargs="*", default=None, metavar="SPEC", help="sub-networks to evaluate, e.g. 1,1,1 3,2,1 (default: the run's sampling space)")
-    p.add_argument("--bn", choices=("both", "recalibrated", "running"), default="both", help="BN statistics: recalibrated per sub-network, the full network's running ones, or both (default: both)")
-    p.add_argument("--min-depths", default=None, help="sampling space to evaluate, as minimum depths per stage (default: the run's)")
-    p.add_argument("--max-subnets", type=int, default=None, help="evaluate a seeded sample of this many if the space is larger")
-    p.add_argument("--out", default="evaluation.json", help="file name inside RUN_DIR for the results (default: evaluation.json)")
+    p.add_argument(
+        "--subnets",
+        nargs="*",
+        default=None,
+        metavar="SPEC",
+        help="sub-networks to evaluate, e.g. 1,1,1 3,2,1 (default: the run's sampling space)",
+    )
+    p.add_argument(
+        "--bn",
+        choices=("both", "recalibrated", "running"),
+        default="both",
+        help="BN statistics: recalibrated per sub-network, the full network's running ones, or both (default: both)",
+    )
+    p.add_argument(
+        "--min-depths",
+        default=None,
+        help="sampling space to evaluate, as minimum depths per stage (default: the run's)",
+    )
+    p.add_argument(
+        "--max-subnets", type=int, default=None, help="evaluate a seeded sample of this many if the space is larger"
+    )
+    p.add_argument(
+        "--out", default="evaluation.json", help="file name inside RUN_DIR for the results (default: evaluation.json)"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_evaluate)
 
-    p = sub.add_parser("bench", help="measure speed and memory: CT vs ST step, ours vs the reference way, shared vs naive evaluation", description="Side-by-side speed and memory measurements in one process (warm-up, repeats, interleaved): CT vs ST step (1 and 6 sub-networks) next to their FLOP ratio, ours vs the reference implementation's separate forward/backward per sub-network, all-sub-network evaluation naive vs shared (with BN recalibration), peak memory. Prints a table; --out writes JSON.")
-    p.add_argument("--quick", action="store_true", help="smaller batches and images (about a minute or two on 2 CPU cores)")
+    p = sub.add_parser(
+        "bench",
+        help="measure speed and memory: CT vs ST step, ours vs the reference way, shared vs naive evaluation",
+        description="Side-by-side speed and memory measurements in one process (warm-up, repeats, interleaved): CT "
+        "vs ST step (1 and 6 sub-networks) next to their FLOP ratio, ours vs the reference "
+        "implementation's separate forward/backward per sub-network, all-sub-network evaluation naive vs "
+        "shared (with BN recalibration), peak memory. Prints a table; --out writes JSON.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smaller batches and images (about a minute or two on 2 CPU cores)"
+    )
     p.add_argument("--out", default="", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
-    p.add_argument("--models", nargs="+", default=None, metavar="NAME", help="models to measure (default: resnet56 resnet50_cifar mobilenetv3_large_cifar)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="models to measure (default: resnet56 resnet50_cifar mobilenetv3_large_cifar)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and sampled sub-networks")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
-    p.add_argument("--skip-eval", action="store_true", help="measure the training steps only (parts a, b and their memory)")
+    p.add_argument(
+        "--skip-eval", action="store_true", help="measure the training steps only (parts a, b and their memory)"
+    )
     p.set_defaults(fn=_cmd_bench)
 
-    p = sub.add_parser("reproduce", help="run the paper's whole study on the digits, with a report and a claims table", description="Train CT, ST, individual and sampling-rule baselines over seeds, run every analysis (loafing, all-sub-network statistics, destruction, KL through training, sampling rules, Eq. 4) and write STUDY/report.md and report.html. Resumes where it stopped.")
+    p = sub.add_parser(
+        "reproduce",
+        help="run the paper's whole study on the digits, with a report and a claims table",
+        description="Train CT, ST, individual and sampling-rule baselines over seeds, run every analysis (loafing, "
+        "all-sub-network statistics, destruction, KL through training, sampling rules, Eq. 4) and write "
+        "STUDY/report.md and report.html. Resumes where it stopped.",
+    )
     p.add_argument("--out", default="study", help="study folder (default: study)")
     p.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: 30)")
-    p.add_argument("--depths", nargs="*", default=["resnet32", "resnet56"], help="deeper networks for the 'deeper networks loaf more' check (default: resnet32 resnet56)")
+    p.add_argument(
+        "--depths",
+        nargs="*",
+        default=["resnet32", "resnet56"],
+        help="deeper networks for the 'deeper networks loaf more' check (default: resnet32 resnet56)",
+    )
     p.add_argument("--quick", action="store_true", help="a smoke version: 1 seed, 3 epochs, no deeper networks")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_reproduce)
 
-    p = sub.add_parser("sweep", help="evidence: when does ST improve the full network? A resumable grid of CT, ST configurations and stochastic depth",
-                       description="Train CT, ST configurations (lambda, T, sub-networks per step, KL or KL-, sandwich) and stochastic depth on the digits "
-                                   "(full and 10 %% training splits; 30, 100, 200 epochs), several seeds per cell; --budget keeps the cells that fit "
-                                   "(a fixed priority order, estimated for a quiet 2-core CPU). Finished runs are skipped, interrupted ones resume. "
-                                   "Writes OUT/sweep.jsonl, OUT/evidence.json (per-cell mean ± std, paired differences to CT with 95 %% intervals, "
-                                   "cost in seconds and FLOPs), OUT/figures/ and OUT/conclusion.md.")
+    p = sub.add_parser(
+        "sweep",
+        help="evidence: when does ST improve the full network? A resumable grid of CT, ST configurations and "
+        "stochastic depth",
+        description="Train CT, ST configurations (lambda, T, sub-networks per step, KL or KL-, sandwich) and "
+        "stochastic depth on the digits "
+        "(full and 10 %% training splits; 30, 100, 200 epochs), several seeds per cell; --budget keeps the cells "
+        "that fit "
+        "(a fixed priority order, estimated for a quiet 2-core CPU). Finished runs are skipped, interrupted ones "
+        "resume. "
+        "Writes OUT/sweep.jsonl, OUT/evidence.json (per-cell mean ± std, paired differences to CT with 95 %% "
+        "intervals, "
+        "cost in seconds and FLOPs), OUT/figures/ and OUT/conclusion.md.",
+    )
     p.add_argument("--out", default="runs/sweep", help="sweep folder (default: runs/sweep)")
-    p.add_argument("--budget", type=float, default=30.0, metavar="MINUTES", help="time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design (default: 30)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every cell, at least 2 (default: 0 1 2)")
-    p.add_argument("--design", choices=("ofat", "full"), default="ofat", help="ofat: one factor at a time around the default ST; full: the whole factorial of ST options (default: ofat)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design (default: 30)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every cell, at least 2 (default: 0 1 2)"
+    )
+    p.add_argument(
+        "--design",
+        choices=("ofat", "full"),
+        default="ofat",
+        help="ofat: one factor at a time around the default ST; full: the whole factorial of ST options (default: "
+        "ofat)",
+    )
     p.add_argument("--model", default="resnet20", help="registered model (default: resnet20)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice; 1 is faster on a machine shared with other jobs)")
-    p.add_argument("--only", nargs="+", default=[], metavar="PATTERN", help="only the cells whose id matches a pattern, e.g. '10pct-e30/st-*' (with their group's CT)")
-    p.add_argument("--dry-run", action="store_true", help="print the selected cells and the estimated time, train nothing")
-    p.add_argument("--analyse-only", action="store_true", help="rewrite evidence.json, figures and conclusion.md from the finished runs, train nothing")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (default: PyTorch's choice; 1 is faster on a machine shared with other jobs)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="only the cells whose id matches a pattern, e.g. '10pct-e30/st-*' (with their group's CT)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the selected cells and the estimated time, train nothing"
+    )
+    p.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="rewrite evidence.json, figures and conclusion.md from the finished runs, train nothing",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(fn=_cmd_sweep)
 
-    p = sub.add_parser("report", help="write report.md and report.html from runs, studies and sweeps", description="Collect finished runs (folders with results.json), studies (from `stimulative reproduce`) and sweeps (from `stimulative sweep`) into report.md and a single-file report.html with the figures embedded.")
+    p = sub.add_parser(
+        "report",
+        help="write report.md and report.html from runs, studies and sweeps",
+        description="Collect finished runs (folders with results.json), studies (from `stimulative reproduce`) and "
+        "sweeps (from `stimulative sweep`) into report.md and a single-file report.html with the figures "
+        "embedded.",
+    )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run, study or sweep folders")
-    p.add_argument("--out", default="report.md", help="Markdown file to write; the HTML goes beside it (default: report.md)")
+    p.add_argument(
+        "--out", default="report.md", help="Markdown file to write; the HTML goes beside it (default: report.md)"
+    )
     p.set_defaults(fn=_cmd_report)
 
-    p = sub.add_parser("destruction", help="delete and permute blocks of trained networks at test time", description="Top-1 drop when deleting one block, deleting k blocks, or permuting k blocks within a stage, without retraining, in both BN modes. Writes RUN_DIR/destruction.json and box-plot figures.")
+    p = sub.add_parser(
+        "destruction",
+        help="delete and permute blocks of trained networks at test time",
+        description="Top-1 drop when deleting one block, deleting k blocks, or permuting k blocks within a stage, "
+        "without retraining, in both BN modes. Writes RUN_DIR/destruction.json and box-plot figures.",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, e.g. a CT run and an ST run")
     p.add_argument("--max-k", type=int, default=4, help="largest number of deleted or permuted blocks (default: 4)")
-    p.add_argument("--limit", type=int, default=100, help="all combinations per k up to this many, else a seeded sample of this size (default: 100)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        help="all combinations per k up to this many, else a seeded sample of this size (default: 100)",
+    )
     p.add_argument("--figures", default="figures", help="folder for the figures (default: figures)")
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=_cmd_destruction)
 
-    p = sub.add_parser("export", help="write one sub-network as a standalone smaller network", description="Write sub-network SUBNET of RUN_DIR as a standalone network holding only its blocks: weights (.safetensors), a self-contained model.py (PyTorch + safetensors only) and model.json; optionally TorchScript, ONNX and torch.export .pt2. The written files are loaded back and their predictions checked against the sub-network inside the full model.")
+    p = sub.add_parser(
+        "export",
+        help="write one sub-network as a standalone smaller network",
+        description="Write sub-network SUBNET of RUN_DIR as a standalone network holding only its blocks: weights "
+        "(.safetensors), a self-contained model.py (PyTorch + safetensors only) and model.json; "
+        "optionally TorchScript, ONNX and torch.export .pt2. The written files are loaded back and their "
+        "predictions checked against the sub-network inside the full model.",
+    )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
-    p.add_argument("--subnet", required=True, help="the sub-network, e.g. 2,3,1 (depths per stage) or 0.2/0.1/0 (blocks)")
-    p.add_argument("--out", default="", help="weights file to write, *.safetensors; model.py and model.json go beside it (default: RUN_DIR/export/subnet-<SUBNET>/model.safetensors)")
-    p.add_argument("--bn", choices=("recalibrated", "running"), default="recalibrated", help="BN statistics: recalibrated for this sub-network on training images, or the full network's running ones (default: recalibrated)")
+    p.add_argument(
+        "--subnet", required=True, help="the sub-network, e.g. 2,3,1 (depths per stage) or 0.2/0.1/0 (blocks)"
+    )
+    p.add_argument(
+        "--out",
+        default="",
+        help="weights file to write, *.safetensors; model.py and model.json go beside it (default: "
+        "RUN_DIR/export/subnet-<SUBNET>/model.safetensors)",
+    )
+    p.add_argument(
+        "--bn",
+        choices=("recalibrated", "running"),
+        default="recalibrated",
+        help="BN statistics: recalibrated for this sub-network on training images, or the full network's running "
+        "ones (default: recalibrated)",
+    )
     p.add_argument("--torchscript", default="", metavar="FILE", help="also write TorchScript (torch.jit.load)")
     p.add_argument("--onnx", default="", metavar="FILE", help="also write ONNX (needs onnx and onnxscript)")
     p.add_argument("--pt2", default="", metavar="FILE", help="also write torch.export's program (torch.export.load)")
-    p.add_argument("--check-images", type=int, default=1000, help="test images the export is checked on (default: 1000)")
+    p.add_argument(
+        "--check-images", type=int, default=1000, help="test images the export is checked on (default: 1000)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     p.set_defaults(fn=_cmd_export)
 
-    p = sub.add_parser("pareto", help="top-1, parameters, FLOPs and latency of every sub-network; the Pareto front", description="Measure every sub-network of RUN_DIR's sampling space (or a seeded sample): top-1, parameters, FLOPs (one image; a multiply-add counts 2) and latency on this machine; plot the Pareto front (RUN_DIR/pareto.png, pareto.json). --budget-ms / --budget-mflops pick the best sub-network within the budget. An existing pareto.json with the same settings is reused (only the pick and plot are redone).")
+    p = sub.add_parser(
+        "pareto",
+        help="top-1, parameters, FLOPs and latency of every sub-network; the Pareto front",
+        description="Measure every sub-network of RUN_DIR's sampling space (or a seeded sample): top-1, parameters, "
+        "FLOPs (one image; a multiply-add counts 2) and latency on this machine; plot the Pareto front "
+        "(RUN_DIR/pareto.png, pareto.json). --budget-ms / --budget-mflops pick the best sub-network "
+        "within the budget. An existing pareto.json with the same settings is reused (only the pick and "
+        "plot are redone).",
+    )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
     p.add_argument("--budget-ms", type=float, default=None, help="pick the most accurate sub-network at most this slow")
-    p.add_argument("--budget-mflops", type=float, default=None, help="pick the most accurate sub-network with at most these MFLOPs")
-    p.add_argument("--bn", choices=("recalibrated", "running"), default="recalibrated", help="BN statistics for top-1 (default: recalibrated)")
-    p.add_argument("--min-depths", default=None, help="sampling space, as minimum depths per stage or a named space (default: the run's)")
-    p.add_argument("--max-subnets", type=int, default=None, help="a seeded sample of this many if the space is larger (default: the run's --eval-subnets)")
+    p.add_argument(
+        "--budget-mflops", type=float, default=None, help="pick the most accurate sub-network with at most these MFLOPs"
+    )
+    p.add_argument(
+        "--bn",
+        choices=("recalibrated", "running"),
+        default="recalibrated",
+        help="BN statistics for top-1 (default: recalibrated)",
+    )
+    p.add_argument(
+        "--min-depths",
+        default=None,
+        help="sampling space, as minimum depths per stage or a named space (default: the run's)",
+    )
+    p.add_argument(
+        "--max-subnets",
+        type=int,
+        default=None,
+        help="a seeded sample of this many if the space is larger (default: the run's --eval-subnets)",
+    )
     p.add_argument("--latency-batch", type=int, default=1, help="images per timed forward pass (default: 1)")
-    p.add_argument("--latency-stat", choices=("median", "min"), default="min", help="statistic of the timed repeats used for the front and the budget: min is the steady estimate on a shared, busy machine (others' processes only ever add time), median the typical time on a quiet one (default: min)")
+    p.add_argument(
+        "--latency-stat",
+        choices=("median", "min"),
+        default="min",
+        help="statistic of the timed repeats used for the front and the budget: min is the steady estimate on a "
+        "shared, busy machine (others' processes only ever add time), median the typical time on a quiet one "
+        "(default: min)",
+    )
     p.add_argument("--repeats", type=int, default=20, help="timed forward passes per sub-network (default: 20)")
     p.add_argument("--out", default="pareto.json", help="file name inside RUN_DIR (the plot takes the same name, .png)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--force", action="store_true", help="measure again and overwrite")
-    p.add_argument("--threads", type=int, default=0, help="torch threads for the measurement (default: PyTorch's choice; on a machine shared with other jobs, 1 avoids threads waiting on each other: resnet18 on one image took 1.6 s with 2 threads and 32 ms with 1 here)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for the measurement (default: PyTorch's choice; on a machine shared with other jobs, 1 "
+        "avoids threads waiting on each other: resnet18 on one image took 1.6 s with 2 threads and 32 ms with 1 "
+        "here)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_pareto)
 
-    p = sub.add_parser("models", help="list the registered models, or show how timm:/torchvision: models are adapted", description="List the registered models, or, given names such as timm:resnet50 or torchvision:swin_t, show the stages and skippable blocks the adapter finds.")
+    p = sub.add_parser(
+        "models",
+        help="list the registered models, or show how timm:/torchvision: models are adapted",
+        description="List the registered models, or, given names such as timm:resnet50 or torchvision:swin_t, show "
+        "the stages and skippable blocks the adapter finds.",
+    )
     p.add_argument("names", nargs="*", help="models to show (default: every registered model)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=None, help="input side for timm:/torchvision: models (default: the model's own)")
-    p.add_argument("--model-args", default="", help="keyword arguments for timm:/torchvision: models, e.g. drop_path_rate=0.1")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side for timm:/torchvision: models (default: the model's own)",
+    )
+    p.add_argument(
+        "--model-args", default="", help="keyword arguments for timm:/torchvision: models, e.g. drop_path_rate=0.1"
+    )
     p.set_defaults(fn=_cmd_models)
     return parser
 
@@ -278,7 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line, and a way to see more
         if os.environ.get("STIMULATIVE_DEBUG"):
             raise
-        print(f"stimulative: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (set STIMULATIVE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"stimulative: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (set "
+            "STIMULATIVE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -96,7 +96,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
     equal shares of each, so the ranks' batch ``b`` together are exactly global batch ``b``
     (no padding, no duplicates)."""
 
-    def __init__(self, n: int, seed: int, epoch: int, start: int = 0, batch_size: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n: int, seed: int, epoch: int, start: int = 0, batch_size: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.seed, self.batch_size, self.rank, self.world_size = n, seed, batch_size, rank, world_size
         self.set_epoch(epoch, start)
 
@@ -136,8 +138,15 @@ class DataSource:
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)  # persistent DataLoaders by use
 
     def train_batches(
-        self, batch_size: int, seed: int, epoch: int, start: int = 0, workers: int = 0, device: str = "cpu",
-        rank: int = 0, world_size: int = 1,
+        self,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+        workers: int = 0,
+        device: str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's batches from batch ``start`` on (the last partial batch is dropped).
 
@@ -162,18 +171,29 @@ class DataSource:
         key = ("train", batch_size, seed, workers, device, rank, world_size)
         if key not in self._loaders:
             sampler = EpochSampler(n, seed, epoch, start * batch_size, batch_size, rank, world_size)
-            self._loaders[key] = self._loader(SeededSamples(self.train, seed), hi - lo, workers, device, sampler=sampler, drop_last=True)
+            self._loaders[key] = self._loader(
+                SeededSamples(self.train, seed), hi - lo, workers, device, sampler=sampler, drop_last=True
+            )
         loader = self._loaders[key]
         loader.sampler.set_epoch(epoch, start * batch_size)
         yield from _iterate(loader, device)
 
     @staticmethod
-    def _loader(dataset: Dataset, batch_size: int, workers: int, device: str, persistent: bool = True, **kwargs) -> DataLoader:
+    def _loader(
+        dataset: Dataset, batch_size: int, workers: int, device: str, persistent: bool = True, **kwargs
+    ) -> DataLoader:
         """A DataLoader, by default with worker processes that stay alive between epochs and
         evaluations (their start-up is paid once per run, not once per pass). Its own
         generator: drawing the workers' base seed leaves the global RNG (dropout, sampling) alone."""
-        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.startswith("cuda"),
-                          persistent_workers=persistent and workers > 0, generator=torch.Generator().manual_seed(0), **kwargs)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            pin_memory=device.startswith("cuda"),
+            persistent_workers=persistent and workers > 0,
+            generator=torch.Generator().manual_seed(0),
+            **kwargs,
+        )
 
     def close(self) -> None:
         """Stop the persistent worker processes (they also stop with the process)."""
@@ -260,16 +280,21 @@ def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = Fal
     side = resize or 8
     if side != 8:
         upsample = as_tensor
-        as_tensor = lambda a: torch.nn.functional.interpolate(upsample(a), size=(side, side), mode="bilinear", align_corners=False)  # noqa: E731
+        as_tensor = lambda a: torch.nn.functional.interpolate(
+            upsample(a), size=(side, side), mode="bilinear", align_corners=False
+        )  # noqa: E731
     train = TensorData(as_tensor(x_tr), torch.from_numpy(y_tr))
     test = TensorData(as_tensor(x_te), torch.from_numpy(y_te))
     shift = random_shift(max(1, round(side / 8))) if augment else None
     return DataSource("digits", train, test, train, 10, 1, side, in_memory=True, augment=shift)
 
 
-CIFAR_FOLDERS = {"cifar10": ("cifar-10-batches-bin", "cifar-10-batches-py"), "cifar100": ("cifar-100-binary", "cifar-100-python")}
+CIFAR_FOLDERS = {
+    "cifar10": ("cifar-10-batches-bin", "cifar-10-batches-py"),
+    "cifar100": ("cifar-100-binary", "cifar-100-python"),
+}
 CIFAR_BIN_FILES = {
-    "cifar10": (["data_batch_%d.bin" % i for i in range(1, 6)], ["test_batch.bin"], 1),
+    "cifar10": ([f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"], 1),
     "cifar100": (["train.bin"], ["test.bin"], 2),
 }
 
@@ -301,7 +326,9 @@ class CifarBinary(Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.targets[i]
 
 
-def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False, resize: int = 0) -> DataSource:
+def load_cifar(
+    name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False, resize: int = 0
+) -> DataSource:
     """CIFAR-10/100 under ``root``: the binary version (``cifar-10-batches-bin``,
     ``cifar-100-binary``, read directly) or the python version through torchvision (whose
     files it checks against the official checksums). Random crop (pad 4) and horizontal
@@ -310,7 +337,9 @@ def load_cifar(name: str, root: str, seed: int, train_fraction: float = 1.0, dow
 
     norm = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
     sized = [transforms.Resize(resize)] if resize and resize != 32 else []
-    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *sized, transforms.ToTensor(), norm])
+    train_tf = transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *sized, transforms.ToTensor(), norm]
+    )
     test_tf = transforms.Compose([*sized, transforms.ToTensor(), norm])
     binary, python = (os.path.join(root, f) for f in CIFAR_FOLDERS[name])
     num_classes = 10 if name == "cifar10" else 100
@@ -345,7 +374,9 @@ def load_image(path: str):
             return img.convert("RGB")  # decodes the whole file: a truncated one fails here
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, ValueError, ...)
         reason = str(e).splitlines()[0].replace(f" {path!r}", "") if str(e) else type(e).__name__
-        raise DataError(f"cannot read image {path!r} ({reason}); pass --skip-corrupt to skip and count such files") from None
+        raise DataError(
+            f"cannot read image {path!r} ({reason}); pass --skip-corrupt to skip and count such files"
+        ) from None
 
 
 def _readable(path: str) -> bool:
@@ -374,7 +405,12 @@ def drop_unreadable(folders: list, workers: int = 0) -> list[str]:
 
 
 def load_imagefolder(
-    root: str, seed: int, train_fraction: float = 1.0, image_size: int = 224, skip_corrupt: bool = False, workers: int = 0
+    root: str,
+    seed: int,
+    train_fraction: float = 1.0,
+    image_size: int = 224,
+    skip_corrupt: bool = False,
+    workers: int = 0,
 ) -> DataSource:
     """ImageNet-style folders ``root/train/<class>/*`` and ``root/val/<class>/*``: random
     resized crop and flip for training, resize then centre crop for evaluation.
@@ -387,11 +423,17 @@ def load_imagefolder(
     for split in ("train", "val"):
         path = os.path.join(root, split)
         if not os.path.isdir(path):
-            raise DataError(f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/")
+            raise DataError(
+                f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/"
+            )
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
+    )
     resize = int(round(image_size / 0.875))
-    test_tf = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm])
+    test_tf = transforms.Compose(
+        [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm]
+    )
     try:
         train = datasets.ImageFolder(os.path.join(root, "train"), train_tf, loader=load_image)
         test = datasets.ImageFolder(os.path.join(root, "val"), test_tf, loader=load_image)
@@ -404,14 +446,34 @@ def load_imagefolder(
     if skip_corrupt:
         skipped = tuple(drop_unreadable([train, test, calib], workers))
         if skipped:
-            print(f"skipped {len(skipped)} unreadable or corrupt image(s) under {root!r}, e.g. {skipped[0]!r}", file=sys.stderr)
+            print(
+                f"skipped {len(skipped)} unreadable or corrupt image(s) under {root!r}, e.g. {skipped[0]!r}",
+                file=sys.stderr,
+            )
     keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
-    return DataSource("imagefolder", Subset(train, keep), test, Subset(calib, keep), len(train.classes), 3, image_size, skipped=skipped)
+    return DataSource(
+        "imagefolder",
+        Subset(train, keep),
+        test,
+        Subset(calib, keep),
+        len(train.classes),
+        3,
+        image_size,
+        skipped=skipped,
+    )
 
 
 def load_data(
-    name: str, root: str = "data", seed: int = 0, train_fraction: float = 1.0, download: bool = False,
-    augment: bool = False, image_size: int = 224, resize: int = 0, skip_corrupt: bool = False, workers: int = 0,
+    name: str,
+    root: str = "data",
+    seed: int = 0,
+    train_fraction: float = 1.0,
+    download: bool = False,
+    augment: bool = False,
+    image_size: int = 224,
+    resize: int = 0,
+    skip_corrupt: bool = False,
+    workers: int = 0,
 ) -> DataSource:
     if name == "digits":
         return load_digits_data(seed, train_fraction, augment, resize)

@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from ..elastic import ElasticNet
-from ..distributed import evaluate_subnets_sharded
-from ..sampling import Architecture, SubnetSpec, delete_blocks, permute_blocks, skippable_blocks
+from ..core.elastic import ElasticNet
+from ..core.sampling import Architecture, SubnetSpec, delete_blocks, permute_blocks, skippable_blocks
+from ..evaluation.sharded import evaluate_subnets_sharded
 
 
 def _combinations(items: list, k: int, limit: int, gen: torch.Generator) -> list[tuple]:
@@ -24,7 +24,9 @@ def _combinations(items: list, k: int, limit: int, gen: torch.Generator) -> list
     return list(chosen)
 
 
-def destruction_specs(arch: Architecture, max_k: int = 4, limit: int = 100, seed: int = 0) -> dict[str, list[tuple[str, int, SubnetSpec]]]:
+def destruction_specs(
+    arch: Architecture, max_k: int = 4, limit: int = 100, seed: int = 0
+) -> dict[str, list[tuple[str, int, SubnetSpec]]]:
     """``{"delete_one": [(label, 1, spec)], "delete_k": [(label, k, spec)], "permute_k": [...]}``.
 
     Combinations (and permutations) are all taken when there are at most ``limit`` per k,
@@ -54,7 +56,9 @@ def destruction_specs(arch: Architecture, max_k: int = 4, limit: int = 100, seed
     return out
 
 
-def run_destruction(model: ElasticNet, batches_fn, calibration, bn: str, max_k: int = 4, limit: int = 100, seed: int = 0) -> dict:
+def run_destruction(
+    model: ElasticNet, batches_fn, calibration, bn: str, max_k: int = 4, limit: int = 100, seed: int = 0
+) -> dict:
     """Evaluate every destroyed network in one shared walk. ``batches_fn()`` yields the test
     batches. Returns per kind a list of ``{"label", "k", "spec", "top1", "drop"}``."""
     arch = model.architecture
@@ -67,8 +71,13 @@ def run_destruction(model: ElasticNet, batches_fn, calibration, bn: str, max_k: 
     result = {"bn": bn, "intact_top1": intact}
     for kind, entries in specs.items():
         result[kind] = [
-            {"label": label, "k": k, "spec": spec.to_text(), "top1": scores[spec.to_text()], "drop": intact - scores[spec.to_text()]}
+            {
+                "label": label,
+                "k": k,
+                "spec": spec.to_text(),
+                "top1": scores[spec.to_text()],
+                "drop": intact - scores[spec.to_text()],
+            }
             for label, k, spec in entries
         ]
     return result
-

@@ -20,7 +20,13 @@ from .stats import mean_std
 
 BN_MODES = ("recalibrated", "running")
 PRIMARY_BN = "recalibrated"  # as the reference implementation evaluates
-METRICS = {"full": "full-network top-1", "sub_mean": "mean top-1 of all sub-networks", "sub_worst": "worst sub-network top-1"}
+# the default ST configuration of the sweep's design: variants are named by what they change
+DEFAULT_ST = {"kl_weight": 1.0, "temperature": 1.0, "subnets_per_step": 1, "kl": "kl", "sandwich": False}
+METRICS = {
+    "full": "full-network top-1",
+    "sub_mean": "mean top-1 of all sub-networks",
+    "sub_worst": "worst sub-network top-1",
+}
 
 
 def t_interval(diffs: Sequence[float], level: float = 0.95) -> dict:
@@ -38,7 +44,14 @@ def t_interval(diffs: Sequence[float], level: float = 0.95) -> dict:
         p = float(2 * stats.t.sf(abs(ms["mean"]) / se, n - 1))
     else:
         p = 0.0 if ms["mean"] != 0 else 1.0
-    return {"n": n, "mean": ms["mean"], "std": ms["std"], "ci95": [ms["mean"] - half, ms["mean"] + half], "p": p, "diffs": list(diffs)}
+    return {
+        "n": n,
+        "mean": ms["mean"],
+        "std": ms["std"],
+        "ci95": [ms["mean"] - half, ms["mean"] + half],
+        "p": p,
+        "diffs": list(diffs),
+    }
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -63,13 +76,22 @@ def verdict_of(ci: Sequence[float]) -> str:
 
 def run_metrics(results: dict, bn: str) -> dict[str, float]:
     r = results["by_bn"][bn]
-    return {"full": r["main"]["top1"], "sub_mean": r["subnets"]["mean"], "sub_worst": r["subnets"]["min"], "sub_std": r["subnets"]["std"]}
+    return {
+        "full": r["main"]["top1"],
+        "sub_mean": r["subnets"]["mean"],
+        "sub_worst": r["subnets"]["min"],
+        "sub_std": r["subnets"]["std"],
+    }
 
 
 def destruction_metrics(dest: dict, bn: str) -> dict[str, float]:
     d = dest[bn]
-    return {"delete_one_worst": max(e["drop"] for e in d["delete_one"]), "delete_k_mean": sum(e["drop"] for e in d["delete_k"]) / len(d["delete_k"]),
-            "delete_k_worst": max(e["drop"] for e in d["delete_k"]), "permute_k_worst": max((e["drop"] for e in d["permute_k"]), default=0.0)}
+    return {
+        "delete_one_worst": max(e["drop"] for e in d["delete_one"]),
+        "delete_k_mean": sum(e["drop"] for e in d["delete_k"]) / len(d["delete_k"]),
+        "delete_k_worst": max(e["drop"] for e in d["delete_k"]),
+        "permute_k_worst": max((e["drop"] for e in d["permute_k"]), default=0.0),
+    }
 
 
 def summarise_cell(cell: dict, modes: Sequence[str] = BN_MODES) -> dict:
@@ -79,14 +101,25 @@ def summarise_cell(cell: dict, modes: Sequence[str] = BN_MODES) -> dict:
     out["seeds"] = [r["seed"] for r in runs]
     out["n"] = len(runs)
     out["per_seed"] = {bn: {str(r["seed"]): run_metrics(r["results"], bn) for r in runs} for bn in modes}
-    out["metrics"] = {bn: {m: mean_std([run_metrics(r["results"], bn)[m] for r in runs]) for m in ("full", "sub_mean", "sub_worst", "sub_std")} for bn in modes}
+    out["metrics"] = {
+        bn: {
+            m: mean_std([run_metrics(r["results"], bn)[m] for r in runs])
+            for m in ("full", "sub_mean", "sub_worst", "sub_std")
+        }
+        for bn in modes
+    }
     out["train_seconds"] = mean_std([r["results"]["train_seconds"] for r in runs])
     out["flops"] = cell["flops"]
     dest = [r for r in runs if r.get("destruction")]
     out["destruction"] = None
     if dest:
-        out["destruction"] = {bn: {m: mean_std([destruction_metrics(r["destruction"], bn)[m] for r in dest])
-                                   for m in ("delete_one_worst", "delete_k_mean", "delete_k_worst", "permute_k_worst")} for bn in BN_MODES}
+        out["destruction"] = {
+            bn: {
+                m: mean_std([destruction_metrics(r["destruction"], bn)[m] for r in dest])
+                for m in ("delete_one_worst", "delete_k_mean", "delete_k_worst", "permute_k_worst")
+            }
+            for bn in BN_MODES
+        }
         out["destruction_seeds"] = [r["seed"] for r in dest]
     return out
 
@@ -138,9 +171,21 @@ def analyse_cells(cells: list[dict]) -> dict:
                 if p is None:
                     continue
                 c = summary[cid]
-                comparisons.append({"cell": cid, "baseline": bid, "kind": f"{c['mode'] if c['mode'] != 'stochastic-depth' else 'SD'} vs {kind}",
-                                    "label": c["label"], "baseline_label": summary[bid]["label"], "group": c["group"], "split": c["split"],
-                                    "epochs": c["epochs"], "bn": bn, "metric": metric, **p})
+                comparisons.append(
+                    {
+                        "cell": cid,
+                        "baseline": bid,
+                        "kind": f"{c['mode'] if c['mode'] != 'stochastic-depth' else 'SD'} vs {kind}",
+                        "label": c["label"],
+                        "baseline_label": summary[bid]["label"],
+                        "group": c["group"],
+                        "split": c["split"],
+                        "epochs": c["epochs"],
+                        "bn": bn,
+                        "metric": metric,
+                        **p,
+                    }
+                )
     families: dict[tuple, list[dict]] = {}
     for comp in comparisons:
         families.setdefault((comp["kind"], comp["metric"], comp["bn"]), []).append(comp)
@@ -151,11 +196,19 @@ def analyse_cells(cells: list[dict]) -> dict:
             comp["beyond_noise_after_holm"] = adj < 0.05
     pooled = pooled_comparisons(summary, modes)
     evidence = {
-        "primary_bn": PRIMARY_BN if PRIMARY_BN in modes else modes[0], "bn_modes": modes, "metrics": METRICS,
-        "method": ("paired difference (cell − baseline) per seed, same seed = same initial weights, data order and training subset; "
-                   "mean, sample std, two-sided 95 % t interval and p-value over seeds; Holm's adjustment per family (kind, metric, BN mode); "
-                   "'beyond noise' = the 95 % interval excludes 0"),
-        "cells": summary, "comparisons": comparisons, "pooled": pooled,
+        "primary_bn": PRIMARY_BN if PRIMARY_BN in modes else modes[0],
+        "bn_modes": modes,
+        "metrics": METRICS,
+        "method": (
+            "paired difference (cell − baseline) per seed, same seed = same initial weights, data order and training "
+            "subset; "
+            "mean, sample std, two-sided 95 % t interval and p-value over seeds; Holm's adjustment per family (kind, "
+            "metric, BN mode); "
+            "'beyond noise' = the 95 % interval excludes 0"
+        ),
+        "cells": summary,
+        "comparisons": comparisons,
+        "pooled": pooled,
     }
     evidence["verdict"] = {bn: verdict(evidence, bn) for bn in modes}
     return evidence
@@ -172,7 +225,11 @@ def pooled_comparisons(summary: dict[str, dict], modes: Sequence[str] = BN_MODES
         if c["default"]:
             defaults.setdefault(c["group"], {})[c["mode"]] = c
     out = []
-    for a, b, kind in (("st", "ct", "ST vs CT"), ("stochastic-depth", "ct", "SD vs CT"), ("st", "stochastic-depth", "ST vs SD")):
+    for a, b, kind in (
+        ("st", "ct", "ST vs CT"),
+        ("stochastic-depth", "ct", "SD vs CT"),
+        ("st", "stochastic-depth", "ST vs SD"),
+    ):
         splits = sorted({c["split"] for c in summary.values()}) + ["all"]
         for split in splits:
             for bn in modes:
@@ -189,8 +246,19 @@ def pooled_comparisons(summary: dict[str, dict], modes: Sequence[str] = BN_MODES
                     if len(by_seed) >= 2:
                         seeds = sorted(by_seed, key=int)
                         stats = t_interval([sum(by_seed[s]) / len(by_seed[s]) for s in seeds])
-                        out.append({"kind": kind, "split": split, "bn": bn, "metric": metric, "groups": groups, **stats,
-                                    "seeds": [int(s) for s in seeds], "pairs": sum(len(v) for v in by_seed.values()), "verdict": None})
+                        out.append(
+                            {
+                                "kind": kind,
+                                "split": split,
+                                "bn": bn,
+                                "metric": metric,
+                                "groups": groups,
+                                **stats,
+                                "seeds": [int(s) for s in seeds],
+                                "pairs": sum(len(v) for v in by_seed.values()),
+                                "verdict": None,
+                            }
+                        )
     for p in out:
         p["verdict"] = verdict_of(p["ci95"])
     return out
@@ -202,17 +270,35 @@ def verdict(evidence: dict, bn: str) -> dict:
     st_ct_full = [c for c in comps if c["kind"] == "st vs CT" and c["metric"] == "full"]
 
     def brief(c: dict) -> dict:
-        return {"cell": c["cell"], "label": c["label"], "group": c["group"], "mean": c["mean"], "ci95": c["ci95"], "p": c["p"], "p_holm": c["p_holm"], "n": c["n"]}
+        return {
+            "cell": c["cell"],
+            "label": c["label"],
+            "group": c["group"],
+            "mean": c["mean"],
+            "ci95": c["ci95"],
+            "p": c["p"],
+            "p_holm": c["p_holm"],
+            "n": c["n"],
+        }
 
     def count(kind: str, metric: str) -> dict:
         sel = [c for c in comps if c["kind"] == kind and c["metric"] == metric]
-        return {"cells": len(sel), "better": sum(c["verdict"] == "better" for c in sel), "worse": sum(c["verdict"] == "worse" for c in sel),
-                "better_after_holm": sum(c["verdict"] == "better" and c["beyond_noise_after_holm"] for c in sel),
-                "worse_after_holm": sum(c["verdict"] == "worse" and c["beyond_noise_after_holm"] for c in sel),
-                "mean_of_means": (sum(c["mean"] for c in sel) / len(sel)) if sel else None}
+        return {
+            "cells": len(sel),
+            "better": sum(c["verdict"] == "better" for c in sel),
+            "worse": sum(c["verdict"] == "worse" for c in sel),
+            "better_after_holm": sum(c["verdict"] == "better" and c["beyond_noise_after_holm"] for c in sel),
+            "worse_after_holm": sum(c["verdict"] == "worse" and c["beyond_noise_after_holm"] for c in sel),
+            "mean_of_means": (sum(c["mean"] for c in sel) / len(sel)) if sel else None,
+        }
 
-    pooled = {f"{p['kind']} | {p['split']} | {p['metric']}": {k: p[k] for k in ("n", "pairs", "mean", "std", "ci95", "p", "verdict", "groups")}
-              for p in evidence["pooled"] if p["bn"] == bn}
+    pooled = {
+        f"{p['kind']} | {p['split']} | {p['metric']}": {
+            k: p[k] for k in ("n", "pairs", "mean", "std", "ci95", "p", "verdict", "groups")
+        }
+        for p in evidence["pooled"]
+        if p["bn"] == bn
+    }
     best = {}
     for c in st_ct_full:
         if c["group"] not in best or c["mean"] > best[c["group"]]["mean"]:
@@ -223,16 +309,29 @@ def verdict(evidence: dict, bn: str) -> dict:
         members = {c["mode"]: c for c in cells.values() if c["group"] == group and c["default"]}
         if "ct" in members:
             ct = members["ct"]
-            cost[group] = {m: {"flops_ratio": c["flops"]["total"] / ct["flops"]["total"], "seconds_ratio": c["train_seconds"]["mean"] / ct["train_seconds"]["mean"]}
-                           for m, c in members.items() if m != "ct"}
+            cost[group] = {
+                m: {
+                    "flops_ratio": c["flops"]["total"] / ct["flops"]["total"],
+                    "seconds_ratio": c["train_seconds"]["mean"] / ct["train_seconds"]["mean"],
+                }
+                for m, c in members.items()
+                if m != "ct"
+            }
     return {
         "bn": bn,
-        "st_vs_ct_full": count("st vs CT", "full"), "st_vs_ct_sub_mean": count("st vs CT", "sub_mean"), "st_vs_ct_sub_worst": count("st vs CT", "sub_worst"),
-        "sd_vs_ct_full": count("SD vs CT", "full"), "st_vs_sd_full": count("st vs SD default", "full"),
-        "st_vs_sd_sub_mean": count("st vs SD default", "sub_mean"), "st_vs_sd_sub_worst": count("st vs SD default", "sub_worst"),
+        "st_vs_ct_full": count("st vs CT", "full"),
+        "st_vs_ct_sub_mean": count("st vs CT", "sub_mean"),
+        "st_vs_ct_sub_worst": count("st vs CT", "sub_worst"),
+        "sd_vs_ct_full": count("SD vs CT", "full"),
+        "st_vs_sd_full": count("st vs SD default", "full"),
+        "st_vs_sd_sub_mean": count("st vs SD default", "sub_mean"),
+        "st_vs_sd_sub_worst": count("st vs SD default", "sub_worst"),
         "st_full_better": [brief(c) for c in st_ct_full if c["verdict"] == "better"],
         "st_full_worse": [brief(c) for c in st_ct_full if c["verdict"] == "worse"],
-        "best_st_per_group": best, "pooled": pooled, "cost_vs_ct": cost, "destruction": _destruction_by_group(cells, bn),
+        "best_st_per_group": best,
+        "pooled": pooled,
+        "cost_vs_ct": cost,
+        "destruction": _destruction_by_group(cells, bn),
     }
 
 
@@ -243,55 +342,12 @@ def _destruction_by_group(cells: dict[str, dict], bn: str) -> dict:
     for c in cells.values():
         if c["default"] and c.get("destruction"):
             d = c["destruction"][bn]
-            out.setdefault(c["group"], {})[c["mode"]] = {"delete_one_worst": d["delete_one_worst"]["mean"], "delete_k_mean": d["delete_k_mean"]["mean"], "n": d["delete_one_worst"]["n"]}
+            out.setdefault(c["group"], {})[c["mode"]] = {
+                "delete_one_worst": d["delete_one_worst"]["mean"],
+                "delete_k_mean": d["delete_k_mean"]["mean"],
+                "n": d["delete_one_worst"]["n"],
+            }
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# cost
-
-
-def training_flops(config: dict, samples: int = 8) -> dict:
-    """FLOPs of training as configured (forward + backward, counted by
-    ``torch.utils.flop_counter`` on real steps): the mean over the first ``samples`` steps
-    (their sampled sub-networks vary) times the number of steps. Evaluation is not counted
-    (it is the same for every mode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..config import config_from_dict
-    from ..data import load_data
-    from ..elastic import drop_path_scales
-    from ..models import create_model
-    from ..sampling import sample_subnet, step_generator
-    from ..stpp import shallowest
-    from ..train import build_space, training_step
-
-    cfg = config_from_dict(config)
-    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, resize=cfg.resize)
-    model = create_model(cfg.model, num_classes=data.num_classes, in_chans=data.in_chans).train()
-    arch = model.architecture
-    space = build_space(arch, cfg.min_depths)
-    x, y = next(data.train_batches(cfg.batch_size, cfg.seed, 0))
-    lam = cfg.effective_kl_weight()
-    counts = []
-    for s in range(samples):
-        subnets, keep = [], None
-        if lam > 0:
-            gen = step_generator(cfg.seed, s)
-            subnets = [sample_subnet(space, arch, cfg.sampler, gen) for _ in range(cfg.subnets_per_step)]
-            if cfg.sandwich:
-                subnets.append(shallowest(space, arch, cfg.sampler))
-        if cfg.mode == "stochastic-depth":
-            keep = drop_path_scales(arch, cfg.drop_path_rate, x.shape[0], step_generator(cfg.seed, s))
-        counter = FlopCounterMode(display=False)
-        with counter:
-            out = training_step(model, x, y, subnets, lam, cfg.temperature, cfg.kl, cfg.kl_amplitude, keep=keep)
-            out.loss.backward()
-        model.zero_grad(set_to_none=True)
-        counts.append(counter.get_total_flops())
-    steps = cfg.epochs * data.steps_per_epoch(cfg.batch_size)
-    per_step = sum(counts) / len(counts)
-    return {"per_step": per_step, "steps": steps, "total": per_step * steps, "samples": samples}
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,31 +367,61 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
     cells = evidence["cells"]
     runs = sum(c["n"] for c in cells.values())
     seeds = sorted({s for c in cells.values() for s in c["seeds"]})
-    groups = sorted({c["group"] for c in cells.values()}, key=lambda g: (g.split("-e")[0] != "10pct", int(g.split("-e")[1])))
-    lines = [f"Measured on {len(cells)} cells ({runs} runs of resnet20 on the digits, seeds {seeds}) in the groups {', '.join(groups)} "
-             f"(split-epochs). Differences are paired by seed, in top-1 points, as mean [95 % t interval]; "
-             f"BN statistics {bn} unless said otherwise."]
+    groups = sorted(
+        {c["group"] for c in cells.values()}, key=lambda g: (g.split("-e")[0] != "10pct", int(g.split("-e")[1]))
+    )
+    lines = [
+        f"Measured on {len(cells)} cells ({runs} runs of resnet20 on the digits, seeds {seeds}) in the groups "
+        f"{', '.join(groups)} "
+        f"(split-epochs). Differences are paired by seed, in top-1 points, as mean [95 % t interval]; "
+        f"BN statistics {bn} unless said otherwise."
+    ]
     s = v["st_vs_ct_full"]
     lines.append("")
     if not s["cells"]:
-        return "\n".join(lines + ["No ST cell has a CT cell with two or more shared seeds yet: nothing to compare."]) + "\n"
-    lines.append(f"**ST's full network vs CT.** Of {s['cells']} ST cells, {s['better']} beat CT beyond noise (interval above 0; "
-                 f"{s['better_after_holm']} after Holm's correction), {s['worse']} were below it beyond noise ({s['worse_after_holm']} after Holm), "
-                 f"the rest undecided; the mean of the cells' mean differences is {s['mean_of_means']:+.2f}."
-                 + (f" With {others[0]} BN statistics: {vo['st_vs_ct_full']['better']} better, {vo['st_vs_ct_full']['worse']} worse of {vo['st_vs_ct_full']['cells']}." if vo else ""))
+        return (
+            "\n".join(lines + ["No ST cell has a CT cell with two or more shared seeds yet: nothing to compare."])
+            + "\n"
+        )
+    lines.append(
+        f"**ST's full network vs CT.** Of {s['cells']} ST cells, {s['better']} beat CT beyond noise (interval above 0; "
+        f"{s['better_after_holm']} after Holm's correction), {s['worse']} were below it beyond noise "
+        f"({s['worse_after_holm']} after Holm), "
+        f"the rest undecided; the mean of the cells' mean differences is {s['mean_of_means']:+.2f}."
+        + (
+            f" With {others[0]} BN statistics: {vo['st_vs_ct_full']['better']} better, "
+            f"{vo['st_vs_ct_full']['worse']} worse of {vo['st_vs_ct_full']['cells']}."
+            if vo
+            else ""
+        )
+    )
     if v["st_full_better"]:
-        lines.append("Cells where ST's full network beats CT beyond noise: " + "; ".join(f"{c['group']} {c['label']}: {_ci(c)} (Holm p {c['p_holm']:.2f})" for c in v["st_full_better"]) + ".")
+        lines.append(
+            "Cells where ST's full network beats CT beyond noise: "
+            + "; ".join(f"{c['group']} {c['label']}: {_ci(c)} (Holm p {c['p_holm']:.2f})" for c in v["st_full_better"])
+            + "."
+        )
     if v["st_full_worse"]:
-        lines.append("Cells where it is below CT beyond noise: " + "; ".join(f"{c['group']} {c['label']}: {_ci(c)}" for c in v["st_full_worse"]) + ".")
+        lines.append(
+            "Cells where it is below CT beyond noise: "
+            + "; ".join(f"{c['group']} {c['label']}: {_ci(c)}" for c in v["st_full_worse"])
+            + "."
+        )
     pooled = v["pooled"]
     parts = []
     for split in ("10pct", "full", "all"):
         key = f"ST vs CT | {split} | full"
         if key in pooled:
-            parts.append(f"{split} split ({len(pooled[key]['groups'])} epochs budgets, {pooled[key]['n']} seeds, {pooled[key]['pairs']} paired runs): {_ci(pooled[key])}")
+            parts.append(
+                f"{split} split ({len(pooled[key]['groups'])} epochs budgets, {pooled[key]['n']} seeds, "
+                f"{pooled[key]['pairs']} paired runs): {_ci(pooled[key])}"
+            )
     if parts:
-        lines.append("Default ST (λ 1, T 1, one sub-network) minus CT, pooled over epochs budgets (each seed's differences averaged over the budgets, "
-                     "then a t interval over seeds): " + "; ".join(parts) + ".")
+        lines.append(
+            "Default ST (λ 1, T 1, one sub-network) minus CT, pooled over epochs budgets (each seed's differences "
+            "averaged over the budgets, "
+            "then a t interval over seeds): " + "; ".join(parts) + "."
+        )
     lines.append("")
     parts = []
     for metric, what in (("sub_mean", "mean of all sub-networks"), ("sub_worst", "worst sub-network")):
@@ -344,11 +430,18 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
             parts.append(f"{what} {_ci(pooled[key])}")
     if parts:
         c1, c2 = v["st_vs_ct_sub_mean"], v["st_vs_ct_sub_worst"]
-        lines.append(f"**Sub-networks.** Default ST minus CT, pooled: {'; '.join(parts)}. Over all ST cells, the mean sub-network is better beyond noise in "
-                     f"{c1['better']} of {c1['cells']} cells, the worst one in {c2['better']} of {c2['cells']}.")
+        lines.append(
+            f"**Sub-networks.** Default ST minus CT, pooled: {'; '.join(parts)}. Over all ST cells, the mean "
+            "sub-network is better beyond noise in "
+            f"{c1['better']} of {c1['cells']} cells, the worst one in {c2['better']} of {c2['cells']}."
+        )
     lines.append("")
     parts = []
-    for metric, what in (("full", "full network"), ("sub_mean", "mean sub-network"), ("sub_worst", "worst sub-network")):
+    for metric, what in (
+        ("full", "full network"),
+        ("sub_mean", "mean sub-network"),
+        ("sub_worst", "worst sub-network"),
+    ):
         for split in ("10pct", "full", "all"):
             key = f"ST vs SD | {split} | {metric}"
             if key in pooled and split == "all":
@@ -356,29 +449,58 @@ def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
     sd = v["sd_vs_ct_full"]
     if parts:
         key = "SD vs CT | all | full"
-        sd_text = f"Stochastic depth (drop rate 0.5) minus CT on the full network, pooled: {_ci(pooled[key])}; " if key in pooled else ""
-        lines.append(f"**ST vs stochastic depth.** {sd_text}stochastic-depth cells better than CT beyond noise: {sd['better']} of {sd['cells']}, worse: {sd['worse']}. "
-                     f"Default ST minus default stochastic depth, pooled: {'; '.join(parts)}. Over all ST cells against the default stochastic depth: "
-                     f"full network better in {v['st_vs_sd_full']['better']} and worse in {v['st_vs_sd_full']['worse']} of {v['st_vs_sd_full']['cells']}; "
-                     f"mean sub-network better in {v['st_vs_sd_sub_mean']['better']} of {v['st_vs_sd_sub_mean']['cells']}; worst sub-network better in {v['st_vs_sd_sub_worst']['better']} of {v['st_vs_sd_sub_worst']['cells']}.")
+        sd_text = (
+            f"Stochastic depth (drop rate 0.5) minus CT on the full network, pooled: {_ci(pooled[key])}; "
+            if key in pooled
+            else ""
+        )
+        lines.append(
+            f"**ST vs stochastic depth.** {sd_text}stochastic-depth cells better than CT beyond noise: "
+            f"{sd['better']} of {sd['cells']}, worse: {sd['worse']}. "
+            f"Default ST minus default stochastic depth, pooled: {'; '.join(parts)}. Over all ST cells against the "
+            "default stochastic depth: "
+            f"full network better in {v['st_vs_sd_full']['better']} and worse in {v['st_vs_sd_full']['worse']} of "
+            f"{v['st_vs_sd_full']['cells']}; "
+            f"mean sub-network better in {v['st_vs_sd_sub_mean']['better']} of {v['st_vs_sd_sub_mean']['cells']}; "
+            f"worst sub-network better in {v['st_vs_sd_sub_worst']['better']} of {v['st_vs_sd_sub_worst']['cells']}."
+        )
     lines.append("")
     cost = v["cost_vs_ct"]
     if cost:
         parts = []
         for group, modes in cost.items():
             if "st" in modes:
-                parts.append(f"{group}: ST {modes['st']['flops_ratio']:.2f}x FLOPs / {modes['st']['seconds_ratio']:.2f}x seconds"
-                             + (f", SD {modes['stochastic-depth']['flops_ratio']:.2f}x / {modes['stochastic-depth']['seconds_ratio']:.2f}x" if "stochastic-depth" in modes else ""))
-        lines.append("**Cost** (default configurations against CT; FLOPs counted, seconds as measured, which depend on the machine's load "
-                     "while each run trained): " + "; ".join(parts) + ".")
+                parts.append(
+                    f"{group}: ST {modes['st']['flops_ratio']:.2f}x FLOPs / {modes['st']['seconds_ratio']:.2f}x seconds"
+                    + (
+                        f", SD {modes['stochastic-depth']['flops_ratio']:.2f}x / "
+                        f"{modes['stochastic-depth']['seconds_ratio']:.2f}x"
+                        if "stochastic-depth" in modes
+                        else ""
+                    )
+                )
+        lines.append(
+            "**Cost** (default configurations against CT; FLOPs counted, seconds as measured, which depend on the "
+            "machine's load "
+            "while each run trained): " + "; ".join(parts) + "."
+        )
     dest = {g: m for g, m in v["destruction"].items() if len(m) > 1}
     if dest:
         names = {"ct": "CT", "st": "ST", "stochastic-depth": "SD"}
-        parts = [f"{g}: " + " / ".join(f"{names[m]} {d['delete_one_worst']:.2f} ({d['delete_k_mean']:.2f})" for m, d in sorted(modes.items(), key=lambda kv: list(names).index(kv[0])))
-                 for g, modes in dest.items()]
+        parts = [
+            f"{g}: "
+            + " / ".join(
+                f"{names[m]} {d['delete_one_worst']:.2f} ({d['delete_k_mean']:.2f})"
+                for m, d in sorted(modes.items(), key=lambda kv: list(names).index(kv[0]))
+            )
+            for g, modes in dest.items()
+        ]
         lines.append("")
-        lines.append("**Destruction at test time** (default configurations; worst top-1 drop when deleting one block, and in brackets the mean drop "
-                     "when deleting 1 to 4 blocks, in points): " + "; ".join(parts) + ".")
+        lines.append(
+            "**Destruction at test time** (default configurations; worst top-1 drop when deleting one block, and in "
+            "brackets the mean drop "
+            "when deleting 1 to 4 blocks, in points): " + "; ".join(parts) + "."
+        )
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
 
@@ -390,22 +512,46 @@ def cells_table_markdown(evidence: dict, bn: str | None = None, defaults_only: b
     """A Markdown table of the cells: top-1 of the full network, the mean and the worst
     sub-network (mean ± std over seeds), training seconds and TFLOPs."""
     bn = bn or evidence["primary_bn"]
-    rows = sorted(evidence["cells"].values(), key=lambda c: (c["split"] != "10pct", c["epochs"], ["ct", "stochastic-depth", "st"].index(c["mode"]), not c["default"], c["label"]))
-    out = ["| group | configuration | seeds | full top-1 | sub-network mean | worst sub-network | train s | TFLOPs |", "|---|---|---|---|---|---|---|---|"]
+    rows = sorted(
+        evidence["cells"].values(),
+        key=lambda c: (
+            c["split"] != "10pct",
+            c["epochs"],
+            ["ct", "stochastic-depth", "st"].index(c["mode"]),
+            not c["default"],
+            c["label"],
+        ),
+    )
+    out = [
+        "| group | configuration | seeds | full top-1 | sub-network mean | worst sub-network | train s | TFLOPs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in rows:
         if defaults_only and not c["default"]:
             continue
         m = c["metrics"][bn]
-        out.append(f"| {c['group']} | {c['label']} | {c['n']} | {_pm(m['full'])} | {_pm(m['sub_mean'])} | {_pm(m['sub_worst'])} | {c['train_seconds']['mean']:.0f} | {c['flops']['total'] / 1e12:.1f} |")
+        out.append(
+            f"| {c['group']} | {c['label']} | {c['n']} | {_pm(m['full'])} | {_pm(m['sub_mean'])} | "
+            f"{_pm(m['sub_worst'])} | {c['train_seconds']['mean']:.0f} | {c['flops']['total'] / 1e12:.1f} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def differences_table_markdown(evidence: dict, bn: str | None = None, metric: str = "full") -> str:
     """A Markdown table of every cell minus CT (same seed): mean [95 % interval], Holm p."""
     bn = bn or evidence["primary_bn"]
-    comps = [c for c in evidence["comparisons"] if c["bn"] == bn and c["metric"] == metric and c["kind"] in ("st vs CT", "SD vs CT")]
+    comps = [
+        c
+        for c in evidence["comparisons"]
+        if c["bn"] == bn and c["metric"] == metric and c["kind"] in ("st vs CT", "SD vs CT")
+    ]
     comps.sort(key=lambda c: (c["split"] != "10pct", c["epochs"], c["kind"] != "SD vs CT", c["label"]))
-    out = [f"| group | configuration − CT | n | {METRICS[metric]} difference [95 % CI] | p | Holm p | verdict |", "|---|---|---|---|---|---|---|"]
+    out = [
+        f"| group | configuration − CT | n | {METRICS[metric]} difference [95 % CI] | p | Holm p | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comps:
-        out.append(f"| {c['group']} | {c['label']} | {c['n']} | {_ci(c)} | {c['p']:.3f} | {c['p_holm']:.3f} | {c['verdict']} |")
+        out.append(
+            f"| {c['group']} | {c['label']} | {c['n']} | {_ci(c)} | {c['p']:.3f} | {c['p_holm']:.3f} | {c['verdict']} |"
+        )
     return "\n".join(out) + "\n"

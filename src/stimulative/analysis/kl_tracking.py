@@ -8,9 +8,9 @@ import os
 
 import torch
 
-from ..elastic import ElasticNet
-from ..evaluate import evaluate_subnets
-from ..sampling import SubnetSpec
+from ..core.elastic import ElasticNet
+from ..core.sampling import SubnetSpec
+from ..evaluation.scores import evaluate_subnets
 from .stats import quantiles
 
 

@@ -26,8 +26,30 @@ def loafing_table(ct: list[dict], st: list[dict], individual: dict[str, list[dic
         inside_ct = mean_std([subnet_top1(r, spec, bn) for r in ct])
         inside_st = mean_std([subnet_top1(r, spec, bn) for r in st])
         alone = mean_std([r["by_bn"][bn]["main"]["top1"] for r in alone_runs])
-        rows.append({
-            "spec": spec, "ct": inside_ct, "st": inside_st, "individual": alone,
-            "ct_gap": alone["mean"] - inside_ct["mean"], "st_gap": alone["mean"] - inside_st["mean"],
-        })
+        rows.append(
+            {
+                "spec": spec,
+                "ct": inside_ct,
+                "st": inside_st,
+                "individual": alone,
+                "ct_gap": alone["mean"] - inside_ct["mean"],
+                "st_gap": alone["mean"] - inside_st["mean"],
+            }
+        )
     return rows
+
+
+def loafing_change(before: dict, after: dict) -> list[str]:
+    """Lines comparing the evaluations before and after fine-tuning (results dicts), per BN
+    mode: the full network, the sub-networks' top-1 and their mean KL to the full network."""
+    lines = [f"{'loafing':<28} {'full top-1':>10} {'subnets mean':>13} {'std':>6} {'min':>7} {'mean KL':>8}"]
+    for bn in after.get("by_bn", {after.get("bn", ""): after}):
+        for label, r in (("before", before), ("after", after)):
+            r = r.get("by_bn", {}).get(bn, r)
+            s = r["subnets"]
+            kl = sum(p["kl"] for p in s["per_subnet"]) / max(1, len(s["per_subnet"]))
+            lines.append(
+                f"{label + f' ({bn} BN)':<28} {r['main']['top1']:>10.2f} {s['mean']:>13.2f} {s['std']:>6.2f} "
+                f"{s['min']:>7.2f} {kl:>8.4f}"
+            )
+    return lines

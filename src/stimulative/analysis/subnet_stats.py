@@ -23,6 +23,7 @@ def markdown_table(rows: dict[str, dict], label: str = "method") -> str:
     lines = [f"| {label} | full top-1 | sub-networks | mean | std | min | max |", "|---|---|---|---|---|---|---|"]
     for name, st in rows.items():
         lines.append(
-            f"| {name} | {fmt(st['main'])} | {st['count']} | {fmt(st['mean'])} | {fmt(st['std'])} | {fmt(st['min'])} | {fmt(st['max'])} |"
+            f"| {name} | {fmt(st['main'])} | {st['count']} | {fmt(st['mean'])} | {fmt(st['std'])} | {fmt(st['min'])} "
+            f"| {fmt(st['max'])} |"
         )
     return "\n".join(lines)

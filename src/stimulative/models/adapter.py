@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..elastic import ElasticNet, ResidualBlock
-from ..sampling import BRANCH
+from ..core.elastic import ElasticNet, ResidualBlock
+from ..core.sampling import BRANCH
 
 SOURCES = ("timm", "torchvision")
 
@@ -520,7 +520,8 @@ def adapt(model: nn.Module, example: torch.Tensor, name: str = "") -> AdaptedNet
             (n for n, c in calls.items() if c.extra_inputs and n), key=lambda n: (n.count("."), calls[n].order)
         )
         hint = (
-            f" ({len(extra)} modules, e.g. {extra[0]!r}, take inputs besides the activation: such blocks are not supported)"
+            f" ({len(extra)} modules, e.g. {extra[0]!r}, take inputs besides the activation: such blocks are not "
+            "supported)"
             if extra
             else ""
         )
@@ -541,7 +542,8 @@ def adapt(model: nn.Module, example: torch.Tensor, name: str = "") -> AdaptedNet
         except AdapterError:
             raise first from None
         net.notes.append(
-            f"{len(blocks) - len(main)} residual blocks nested in non-sequential modules are run as part of them (e.g. {sorted(set(blocks) - set(main))[0]!r})"
+            f"{len(blocks) - len(main)} residual blocks nested in non-sequential modules are run as part of them "
+            f"(e.g. {sorted(set(blocks) - set(main))[0]!r})"
         )
         return net
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..elastic import ElasticNet, ResidualBlock
+from ..core.elastic import ElasticNet, ResidualBlock
 from .registry import register_model
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..elastic import ElasticNet, ResidualBlock
+from ..core.elastic import ElasticNet, ResidualBlock
 from .registry import register_model
 
 # (kernel, expanded, out, squeeze-excite, activation, stride) per block, by stage
@@ -16,7 +16,12 @@ LARGE = [
     [(3, 16, 16, False, "RE", 1)],
     [(3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1)],
     [(5, 72, 40, True, "RE", 2), (5, 120, 40, True, "RE", 1), (5, 120, 40, True, "RE", 1)],
-    [(3, 240, 80, False, "HS", 2), (3, 200, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1), (3, 184, 80, False, "HS", 1)],
+    [
+        (3, 240, 80, False, "HS", 2),
+        (3, 200, 80, False, "HS", 1),
+        (3, 184, 80, False, "HS", 1),
+        (3, 184, 80, False, "HS", 1),
+    ],
     [(3, 480, 112, True, "HS", 1), (3, 672, 112, True, "HS", 1)],
     [(5, 672, 160, True, "HS", 2), (5, 960, 160, True, "HS", 1), (5, 960, 160, True, "HS", 1)],
 ]
@@ -27,8 +32,13 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
-def conv_bn_act(in_ch: int, out_ch: int, k: int, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU) -> nn.Sequential:
-    layers = [nn.Conv2d(in_ch, out_ch, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(out_ch, eps=1e-3)]
+def conv_bn_act(
+    in_ch: int, out_ch: int, k: int, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU
+) -> nn.Sequential:
+    layers = [
+        nn.Conv2d(in_ch, out_ch, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch, eps=1e-3),
+    ]
     if act is not None:
         layers.append(act())
     return nn.Sequential(*layers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..elastic import ElasticNet
+from ..core.elastic import ElasticNet
 
 _MODELS: dict[str, Callable[..., ElasticNet]] = {}
 
@@ -30,5 +30,7 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) 
     if is_adapted_name(name):
         return create_adapted(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}, or timm:NAME / torchvision:NAME")
+        raise ValueError(
+            f"unknown model {name!r}; choose from {', '.join(list_models())}, or timm:NAME / torchvision:NAME"
+        )
     return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)

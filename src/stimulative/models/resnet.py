@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..elastic import ElasticNet, ResidualBlock
+from ..core.elastic import ElasticNet, ResidualBlock
 from .registry import register_model
 
 
@@ -42,9 +42,7 @@ class Bottleneck(ResidualBlock):
 
 
 class ResNet(ElasticNet):
-    def __init__(
-        self, layers: list[int], num_classes: int = 1000, in_chans: int = 3, cifar_stem: bool = False
-    ) -> None:
+    def __init__(self, layers: list[int], num_classes: int = 1000, in_chans: int = 3, cifar_stem: bool = False) -> None:
         super().__init__()
         if cifar_stem:
             self.stem = nn.Sequential(nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
@@ -58,7 +56,9 @@ class ResNet(ElasticNet):
         stages, in_ch = [], 64
         for i, n in enumerate(layers):
             width = 64 * 2**i
-            blocks = [Bottleneck(in_ch if j == 0 else width * 4, width, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
+            blocks = [
+                Bottleneck(in_ch if j == 0 else width * 4, width, 2 if (i > 0 and j == 0) else 1) for j in range(n)
+            ]
             stages.append(nn.ModuleList(blocks))
             in_ch = width * 4
         self.stages = nn.ModuleList(stages)

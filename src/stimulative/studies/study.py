@@ -1,0 +1,110 @@
+"""Turn the study's run folders into analyses (JSON), figures and the claims table."""
+
+from __future__ import annotations
+
+import os
+
+from ..analysis.bound import eq4
+from ..analysis.kl_tracking import load_kl_tracking
+from ..analysis.loafing import loafing_table, subnet_top1
+from ..analysis.sampling_rules import compare_samplers
+from ..analysis.stats import mean_std
+from ..analysis.subnet_stats import subnet_statistics
+from ..core.batchnorm import BN_MODES
+from ..runtime.files import read_json, write_json
+from ..tools.destruction import cached_destruction
+from ..training.run_dir import RunDir
+
+
+def load_results(study_dir: str, name: str, seeds: list[int]) -> list[dict]:
+    return [read_json(os.path.join(study_dir, "runs", f"{name}-s{seed}", RunDir.RESULTS)) for seed in seeds]
+
+
+def write_analysis(study_dir: str, name: str, data) -> str:
+    path = os.path.join(study_dir, "analyses", f"{name}.json")
+    write_json(path, data)
+    return path
+
+
+def destruction_for(study_dir: str, name: str, seeds: list[int], progress: bool) -> dict:
+    """Destruction sweeps of each seed's run, both BN modes (cached per run folder)."""
+    per_seed = [cached_destruction(os.path.join(study_dir, "runs", f"{name}-s{seed}"), "cpu") for seed in seeds]
+    return {"seeds": seeds, "per_seed": per_seed}
+
+
+def analyse_study(
+    study_dir: str, seeds: list[int], depths: tuple[str, ...] = ("resnet32", "resnet56"), progress: bool = True
+) -> dict:
+    ct, st = load_results(study_dir, "ct-resnet20", seeds), load_results(study_dir, "st-resnet20", seeds)
+    individual = {spec: load_results(study_dir, f"individual-{spec}", seeds) for spec in ("1,1,1", "2,2,2")}
+    individual["3,3,3"] = ct  # the full network trained alone is common training
+    out: dict = {"seeds": seeds}
+    out["loafing"] = {bn: loafing_table(ct, st, individual, bn) for bn in BN_MODES}
+    # deeper networks loaf more: resnet20 and 8-block sub-networks inside deeper networks
+    depth_rows = {}
+    for bn in BN_MODES:
+        rows = []
+        for model, runs_ct, runs_st in [("resnet20", ct, st)] + [
+            (m, load_results(study_dir, f"ct-{m}", seeds), load_results(study_dir, f"st-{m}", seeds)) for m in depths
+        ]:
+            row = {"model": model}
+            for spec, alone in (("1,1,1", individual["1,1,1"]), ("3,3,3", ct)):
+                alone_top1 = mean_std([r["by_bn"][bn]["main"]["top1"] for r in alone])
+                row[spec] = {
+                    "alone": alone_top1,
+                    "ct": mean_std([subnet_top1(r, spec, bn) for r in runs_ct]),
+                    "st": mean_std([subnet_top1(r, spec, bn) for r in runs_st]),
+                }
+            row["ct_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_ct])
+            row["st_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_st])
+            rows.append(row)
+        depth_rows[bn] = rows
+    out["loafing_depth"] = depth_rows
+    space8 = load_results(study_dir, "st-space8-resnet20", seeds)
+    out["subnet_stats"] = {
+        bn: {
+            "CT (0 sub-networks)": subnet_statistics(ct, bn),
+            "ST, space of 8": subnet_statistics(space8, bn),
+            "ST, space of 27": subnet_statistics(st, bn),
+        }
+        for bn in BN_MODES
+    }
+    out["subnet_values"] = {
+        bn: {
+            "CT": [[p["top1"] for p in r["by_bn"][bn]["subnets"]["per_subnet"]] for r in ct],
+            "ST": [[p["top1"] for p in r["by_bn"][bn]["subnets"]["per_subnet"]] for r in st],
+        }
+        for bn in BN_MODES
+    }
+    samplers = {
+        "ordered": st,
+        "stochastic": load_results(study_dir, "st-stochastic-resnet20", seeds),
+        "raw": load_results(study_dir, "st-raw-resnet20", seeds),
+    }
+    out["sampling_rules"] = {bn: compare_samplers(samplers, bn) for bn in BN_MODES}
+    out["eq4"] = {bn: {"CT": [eq4(r, bn) for r in ct], "ST": [eq4(r, bn) for r in st]} for bn in BN_MODES}
+    out["kl_tracking"] = {
+        method: [load_kl_tracking(os.path.join(study_dir, "runs", f"{name}-s{s}")) for s in seeds]
+        for method, name in (("CT", "ct-resnet20"), ("ST", "st-resnet20"))
+    }
+    out["destruction"] = {
+        "CT": destruction_for(study_dir, "ct-resnet20", seeds, progress),
+        "ST": destruction_for(study_dir, "st-resnet20", seeds, progress),
+    }
+    out["train_seconds"] = {
+        name: mean_std([r["train_seconds"] for r in runs])
+        for name, runs in (
+            ("CT", ct),
+            ("ST", st),
+            ("ST stochastic", samplers["stochastic"]),
+            ("ST raw", samplers["raw"]),
+        )
+    }
+    from ..analysis.claims import claims_table
+
+    out["claims"] = claims_table(out)
+    write_analysis(study_dir, "study", out)
+    from ..reporting.figures import study_figures
+
+    study_figures(out, os.path.join(study_dir, "figures"))
+    return out

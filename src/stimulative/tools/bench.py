@@ -1,0 +1,537 @@
+"""``stimulative bench``: speed and memory of stimulative training, measured side by side in
+one process, with warm-up and repeats.
+
+Per model (random CIFAR-shaped inputs; the data path is not part of the measurement):
+
+a. **CT step vs ST step** (1 and 6 sub-networks): wall-time ratio ST/CT next to the FLOP
+   ratio (forward + backward, :class:`torch.utils.flop_counter.FlopCounterMode`) of the very
+   sub-networks sampled. A step is what :func:`stimulative.train.train_one_epoch` does:
+   forward, loss, ``zero_grad``, one backward, ``optimizer.step()``.
+b. **Ours vs the reference implementation's way**: the same sampled sub-networks, each with
+   its own forward from the stem and its own backward (nothing shared). The gradients of both
+   are compared before timing.
+c. **All-sub-network evaluation, naive vs shared** (every sub-network of the default ordered
+   space): :func:`stimulative.evaluation.walk.naive_subnet_logits`'s way, one sub-network at a time,
+   against :class:`stimulative.evaluation.walk.SubnetWalk`'s depth-first walk, with per-sub-network
+   BN recalibration and with the running statistics; the logits are compared sub-network by
+   sub-network. Also a destruction sweep (every single-block deletion).
+d. **Peak memory** of each: on CPU, the peak of the bytes held by PyTorch's CPU allocator
+   during the call above what was held before it (torch.profiler memory events; Python
+   objects and oneDNN-internal buffers are not counted); on CUDA,
+   ``torch.cuda.max_memory_allocated`` above the start.
+
+Wall times are the minimum over passes of each (configuration, sampled draw) pair, summed
+over draws; the configurations are interleaved, so a slow spell of the machine hits all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..core.batchnorm import calibration_mode, frozen_bn_stats, preserved_bn_state
+from ..core.elastic import ElasticNet
+from ..core.loss import kl_divergence
+from ..core.sampling import (
+    SamplingSpace,
+    SubnetSpec,
+    delete_blocks,
+    enumerate_subnets,
+    sample_subnet,
+    skippable_blocks,
+    step_generator,
+)
+from ..evaluation.walk import SubnetWalk
+from ..models import create_model
+from ..runtime.measure import count_flops, peak_memory, wall
+from ..training.steps import low_memory_step, training_step
+
+DEFAULT_MODELS = ("resnet56", "resnet50_cifar", "mobilenetv3_large_cifar")
+SUBNET_COUNTS = (1, 6)
+WALL_OVER_FLOPS_TARGET = 1.10
+SHARED_EVAL_TARGET = 5.0
+EQUAL_LOGITS_TOL = 1e-5
+
+
+@dataclass
+class Sizes:
+    """The workload of one model: training batch, image side, evaluation and calibration images."""
+
+    batch: int
+    image: int
+    eval_images: int
+    calib_images: int
+    draws: int  # sampled draws of sub-networks (one training step each)
+    passes: int  # timed passes over the draws (the minimum per draw is kept)
+    eval_min_depths: tuple[int, ...] | None = None  # evaluated space (default: the default space)
+
+
+FULL_SIZES = {  # resnet50 at batch 16: a CT step is ~0.5 TFLOP at batch 64, too long for a CPU bench
+    "resnet56": Sizes(batch=64, image=32, eval_images=32, calib_images=32, draws=4, passes=2),
+    "resnet50_cifar": Sizes(batch=16, image=32, eval_images=16, calib_images=16, draws=2, passes=2),
+    "mobilenetv3_large_cifar": Sizes(batch=64, image=32, eval_images=32, calib_images=32, draws=4, passes=2),
+}
+QUICK_SIZES = {  # resnet56's 729 sub-networks become 125 (at least 5 blocks per stage)
+    "resnet56": Sizes(
+        batch=16, image=32, eval_images=16, calib_images=16, draws=3, passes=2, eval_min_depths=(5, 5, 5)
+    ),
+    "resnet50_cifar": Sizes(batch=8, image=16, eval_images=8, calib_images=8, draws=2, passes=2),
+    "mobilenetv3_large_cifar": Sizes(batch=8, image=16, eval_images=8, calib_images=8, draws=3, passes=2),
+}
+FALLBACK_FULL = Sizes(batch=64, image=32, eval_images=32, calib_images=32, draws=4, passes=2)
+FALLBACK_QUICK = Sizes(batch=8, image=16, eval_images=8, calib_images=8, draws=3, passes=2)
+
+
+@dataclass
+class BenchConfig:
+    models: Sequence[str] = DEFAULT_MODELS
+    quick: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    num_classes: int = 10
+    threads: int = 0  # 0: PyTorch's default
+    skip_eval: bool = False
+    out: str = ""
+    sizes: dict[str, Sizes] = field(default_factory=dict)
+
+    def sizes_of(self, model: str) -> Sizes:
+        if model in self.sizes:
+            return self.sizes[model]
+        table, fallback = (QUICK_SIZES, FALLBACK_QUICK) if self.quick else (FULL_SIZES, FALLBACK_FULL)
+        return table.get(model, fallback)
+
+
+# ---------------------------------------------------------------- measuring tools
+
+
+def machine_info(device: torch.device) -> dict:
+    import numpy
+    import torchvision
+
+    from .. import __version__
+
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_model() or platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": _memory_gb(),
+        "device": str(device),
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "stimulative": __version__,
+        },
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["versions"]["cuda"] = torch.version.cuda
+        info["versions"]["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _memory_gb() -> float | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- the training steps compared
+
+
+def ct_loss(model: ElasticNet, x: torch.Tensor, y: torch.Tensor, subnets: Sequence[SubnetSpec]) -> torch.Tensor:
+    """Common training: the full network's cross-entropy (what ``--mode ct`` runs)."""
+    return training_step(model, x, y, [], 0.0).loss
+
+
+def st_loss(model: ElasticNet, x: torch.Tensor, y: torch.Tensor, subnets: Sequence[SubnetSpec]) -> torch.Tensor:
+    """Ours: the sub-networks continue from the full network's shared prefix; one backward."""
+    return training_step(model, x, y, list(subnets), 1.0).loss
+
+
+def reference_backward(model: ElasticNet, x: torch.Tensor, y: torch.Tensor, subnets: Sequence[SubnetSpec]) -> None:
+    """The reference implementation's way: the full network's forward and backward, then per
+    sub-network its own forward from the stem and its own backward (gradients accumulate).
+    Same loss as :func:`st_loss` (BN running statistics frozen for the sub-networks, as ours)."""
+    main = model(x)
+    F.cross_entropy(main.float(), y).backward()
+    target = main.detach()
+    with frozen_bn_stats(model):
+        for spec in subnets:
+            kl_divergence(target, model(x, spec)).backward()
+
+
+def make_step(kind: str, model: ElasticNet, opt: torch.optim.Optimizer, x, y, subnets) -> Callable[[], None]:
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        if kind == "reference":
+            reference_backward(model, x, y, subnets)
+        elif kind == "low":  # --low-memory
+            low_memory_step(model, x, y, list(subnets), 1.0).loss.backward()
+        else:
+            (ct_loss if kind == "ct" else st_loss)(model, x, y, subnets).backward()
+        opt.step()
+
+    return step
+
+
+def gradient_difference(
+    model: ElasticNet, x, y, subnets: Sequence[SubnetSpec], against: str = "reference"
+) -> dict[str, float]:
+    """Largest |Δ gradient| between ours and the reference way (or ``--low-memory``'s
+    step, ``against="low"``), from the same weights."""
+    ours, ref = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(0)  # the same dropout masks (MobileNetV3's head) in both
+        st_loss(ours, x, y, subnets).backward()
+        torch.manual_seed(0)
+        if against == "low":
+            low_memory_step(ref, x, y, list(subnets), 1.0).loss.backward()
+        else:
+            reference_backward(ref, x, y, subnets)
+    diff = scale = 0.0
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        if p.grad is None and q.grad is None:
+            continue
+        diff = max(diff, (p.grad - q.grad).abs().max().item())
+        scale = max(scale, q.grad.abs().max().item())
+    return {"max_abs_diff": diff, "max_abs_grad": scale, "relative": diff / scale if scale else 0.0}
+
+
+def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int, log: Callable[[str], None]) -> dict:
+    """Parts a, b and d (training steps) of one model."""
+    arch = model.architecture
+    space = SamplingSpace.default(arch)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(sizes.batch, model_in_chans(model), sizes.image, sizes.image, generator=gen).to(device)
+    y = torch.randint(model_classes(model), (sizes.batch,), generator=gen).to(device)
+    # the sub-networks train.py would draw at steps 0..draws-1 (6 per step; the 1-sub-network
+    # configuration takes the first of them, which is also what train.py draws)
+    draws = []
+    for r in range(sizes.draws):
+        g = step_generator(seed, r)
+        draws.append([sample_subnet(space, arch, "ordered", g) for _ in range(max(SUBNET_COUNTS))])
+    configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference", "low")]
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-5)
+    model.train()
+
+    def step(kind: str, n: int, r: int) -> Callable[[], None]:
+        return make_step(kind, model, opt, x, y, draws[r][:n])
+
+    grads = {n: gradient_difference(model, x, y, draws[0][:n]) for n in SUBNET_COUNTS}
+    low_grads = {n: gradient_difference(model, x, y, draws[0][:n], against="low") for n in SUBNET_COUNTS}
+    log(f"  gradients ours vs reference: max |diff| {max(g['max_abs_diff'] for g in grads.values()):.2e}")
+    flops = {(k, n): [count_flops(step(k, n, r)) for r in range(sizes.draws)] for k, n in configs}
+    for k, n in configs:  # warm-up
+        step(k, n, 0)()
+    times = {c: [math.inf] * sizes.draws for c in configs}
+    for p in range(sizes.passes):
+        for r in range(sizes.draws):
+            order = configs[(p + r) % len(configs) :] + configs[: (p + r) % len(configs)]
+            for k, n in order:
+                times[(k, n)][r] = min(times[(k, n)][r], wall(step(k, n, r), device))
+        log(f"  pass {p + 1}/{sizes.passes}: CT {sum(times[('ct', 0)]):.3f} s over {sizes.draws} steps")
+    memory = {}
+    for c in configs:
+        opt.zero_grad(set_to_none=True)  # the measured step allocates its gradients afresh
+        memory[c] = peak_memory(step(*c, 0), device)
+
+    total = {c: sum(times[c]) for c in configs}
+    total_flops = {c: sum(flops[c]) for c in configs}
+    out = {"per_step_seconds": {}, "flops_per_step": {}, "peak_memory_mb": {}}
+    for k, n in configs:
+        name = "ct" if k == "ct" else f"{k}{n}"
+        out["per_step_seconds"][name] = total[(k, n)] / sizes.draws
+        out["flops_per_step"][name] = total_flops[(k, n)] / sizes.draws
+        out["peak_memory_mb"][name] = memory[(k, n)] / 2**20
+    ct = ("ct", 0)
+    out["st_over_ct_wall"] = {str(n): total[("st", n)] / total[ct] for n in SUBNET_COUNTS}
+    out["st_over_ct_flops"] = {str(n): total_flops[("st", n)] / total_flops[ct] for n in SUBNET_COUNTS}
+    out["wall_over_flops"] = {
+        str(n): out["st_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)] for n in SUBNET_COUNTS
+    }
+    out["reference_over_ct_flops"] = {str(n): total_flops[("reference", n)] / total_flops[ct] for n in SUBNET_COUNTS}
+    out["vs_reference_speedup"] = {str(n): total[("reference", n)] / total[("st", n)] for n in SUBNET_COUNTS}
+    out["vs_reference_flop_saving"] = {
+        str(n): total_flops[("reference", n)] / total_flops[("st", n)] for n in SUBNET_COUNTS
+    }
+    out["gradients_vs_reference"] = {str(n): g for n, g in grads.items()}
+    # --low-memory: each sub-network back-propagated to its branch point at once (same FLOPs as ours)
+    out["low_memory_over_ct_wall"] = {str(n): total[("low", n)] / total[ct] for n in SUBNET_COUNTS}
+    out["low_memory_wall_over_flops"] = {
+        str(n): out["low_memory_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)] for n in SUBNET_COUNTS
+    }
+    out["low_memory_gradients_vs_joint"] = {str(n): g for n, g in low_grads.items()}
+    out["sampled_subnets"] = [[s.to_text() for s in d] for d in draws]
+    return out
+
+
+def model_in_chans(model: ElasticNet) -> int:
+    first = next(m for m in model.stem.modules() if isinstance(m, torch.nn.Conv2d))
+    return first.in_channels
+
+
+def model_classes(model: ElasticNet) -> int:
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return last.out_features
+
+
+# ---------------------------------------------------------------- all-sub-network evaluation
+
+
+@torch.no_grad()
+def naive_all(
+    model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str
+) -> tuple[list, float, float]:
+    """:func:`stimulative.evaluation.walk.naive_subnet_logits` for every spec, timing its two parts:
+    ``(logits per spec, calibration seconds, inference seconds)``."""
+    out, t_cal, t_inf = [], 0.0, 0.0
+    for spec in specs:
+        with preserved_bn_state(model):
+            t0 = time.perf_counter()
+            if bn == "recalibrated":
+                with calibration_mode(model):
+                    for x in calibration:
+                        model(x, spec)
+            model.eval()
+            t1 = time.perf_counter()
+            out.append([model(x, spec) for x in inputs])
+            t_inf += time.perf_counter() - t1
+            t_cal += t1 - t0
+    return out, t_cal, t_inf
+
+
+@torch.no_grad()
+def shared_all(
+    model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str
+) -> tuple[list, float, float]:
+    """The shared walk over every spec: ``(logits per spec, calibration s, inference s)``."""
+    out: list[list] = [[] for _ in specs]
+    t0 = time.perf_counter()
+    with SubnetWalk(model, specs, calibration, bn) as walk:
+        t1 = time.perf_counter()
+        for x in inputs:
+            for indices, logits in walk(x):
+                for i in indices:
+                    out[i].append(logits)
+        t2 = time.perf_counter()
+    return out, t1 - t0, t2 - t1
+
+
+def block_runs(specs: Sequence[SubnetSpec]) -> dict[str, int]:
+    """Blocks run per image: one sub-network at a time vs once per distinct prefix (the
+    nodes of the walk's tree). Their ratio bounds the shared walk's speedup."""
+    prefixes = {spec.flat()[:i] for spec in specs for i in range(1, len(spec.flat()) + 1)}
+    return {"naive": sum(len(spec.flat()) for spec in specs), "shared": len(prefixes)}
+
+
+def max_abs_diff(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float:
+    return max(max((u - v).abs().max().item() for u, v in zip(xs, ys)) for xs, ys in zip(a, b))
+
+
+def bench_eval(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int, log: Callable[[str], None]) -> dict:
+    """Parts c and d (evaluation) of one model."""
+    arch = model.architecture
+    space = (
+        SamplingSpace.from_min_depths(arch, sizes.eval_min_depths)
+        if sizes.eval_min_depths
+        else SamplingSpace.default(arch)
+    )
+    specs = list(enumerate_subnets(space, arch))
+    gen = torch.Generator().manual_seed(seed + 1)
+    shape = (model_in_chans(model), sizes.image, sizes.image)
+    chunk = max(1, min(sizes.eval_images, 500))
+    inputs = [t.to(device) for t in torch.randn(sizes.eval_images, *shape, generator=gen).split(chunk)]
+    calibration = [t.to(device) for t in torch.randn(sizes.calib_images, *shape, generator=gen).split(chunk)]
+    model.eval()
+    naive_all(model, specs[-1:], inputs, calibration, "recalibrated")  # warm-up
+    out: dict = {
+        "subnets": len(specs),
+        "space_min_depths": [min(d) for d in space.depths],
+        "eval_images": sizes.eval_images,
+        "calib_images": sizes.calib_images,
+        "block_runs": block_runs(specs),
+    }
+    for bn in ("recalibrated", "running"):
+        naive, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
+        shared, s_cal, s_inf = shared_all(model, specs, inputs, calibration, bn)
+        diff = max_abs_diff(naive, shared)
+        out[bn] = {
+            "naive_seconds": n_cal + n_inf,
+            "shared_seconds": s_cal + s_inf,
+            "speedup": (n_cal + n_inf) / (s_cal + s_inf),
+            "max_abs_diff": diff,
+        }
+        if bn == "recalibrated":
+            out[bn].update(
+                {
+                    "naive_calibration_seconds": n_cal,
+                    "shared_calibration_seconds": s_cal,
+                    "calibration_speedup": n_cal / s_cal,
+                }
+            )
+        log(f"  {bn} BN: naive {n_cal + n_inf:.2f} s, shared {s_cal + s_inf:.2f} s, max |dlogit| {diff:.1e}")
+    full = [arch.full()]
+    out["peak_memory_mb"] = {
+        "naive_one_subnet": peak_memory(lambda: naive_all(model, full, inputs, calibration, "recalibrated"), device)
+        / 2**20,
+        "shared_all_subnets": peak_memory(lambda: shared_all(model, specs, inputs, calibration, "recalibrated"), device)
+        / 2**20,
+        "note": "naive frees everything between sub-networks: its peak is one sub-network's (the full network's); "
+        "the shared walk's covers the whole walk",
+    }
+    # destruction sweep: the full network without one block, for every skippable block
+    deletions = [delete_blocks(arch, [b]) for b in skippable_blocks(arch)]
+    naive, n_cal, n_inf = naive_all(model, deletions, inputs, calibration, "running")
+    shared, s_cal, s_inf = shared_all(model, deletions, inputs, calibration, "running")
+    out["deletion"] = {
+        "subnets": len(deletions),
+        "naive_seconds": n_cal + n_inf,
+        "shared_seconds": s_cal + s_inf,
+        "speedup": (n_cal + n_inf) / (s_cal + s_inf),
+        "max_abs_diff": max_abs_diff(naive, shared),
+    }
+    return out
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    results: dict = {
+        "quick": cfg.quick,
+        "machine": machine_info(device),
+        "load_average_start": _load(),
+        "memory_method": "CUDA: torch.cuda.max_memory_allocated above the start"
+        if device.type == "cuda"
+        else "CPU: peak bytes held by the PyTorch CPU allocator during the call, above those held before "
+        "(torch.profiler memory events)",
+        "timing_method": "minimum over passes per (configuration, draw), summed over draws; configurations "
+        "interleaved; one step = forward, loss, zero_grad, backward, optimizer.step()",
+        "targets": {
+            "wall_over_flops_max": WALL_OVER_FLOPS_TARGET,
+            "shared_eval_speedup_min": SHARED_EVAL_TARGET,
+            "max_abs_diff_max": EQUAL_LOGITS_TOL,
+        },
+        "models": {},
+    }
+    start = time.perf_counter()
+    for name in cfg.models:
+        sizes = cfg.sizes_of(name)
+        log(f"{name}: batch {sizes.batch}, {sizes.image}x{sizes.image}, {sizes.draws} draws x {sizes.passes} passes")
+        torch.manual_seed(cfg.seed)
+        model = create_model(name, num_classes=cfg.num_classes).to(device)
+        t = time.perf_counter()
+        entry: dict = {"sizes": asdict(sizes)}
+        entry.update(bench_steps(model, sizes, device, cfg.seed, log))
+        if not cfg.skip_eval:
+            ev = bench_eval(model, sizes, device, cfg.seed, log)
+            entry["eval"] = ev
+            entry["shared_eval_speedup"] = ev["recalibrated"]["speedup"]
+            entry["shared_eval_max_abs_diff"] = max(
+                ev["recalibrated"]["max_abs_diff"], ev["running"]["max_abs_diff"], ev["deletion"]["max_abs_diff"]
+            )
+        entry["seconds"] = time.perf_counter() - t
+        entry["targets_met"] = targets_met(entry)
+        results["models"][name] = entry
+    results["seconds"] = time.perf_counter() - start
+    results["load_average_end"] = _load()
+    return results
+
+
+def targets_met(entry: dict) -> dict:
+    met = {
+        f"wall_over_flops_{n}": entry["wall_over_flops"][n] <= WALL_OVER_FLOPS_TARGET for n in entry["wall_over_flops"]
+    }
+    met.update({f"vs_reference_{n}": entry["vs_reference_speedup"][n] >= 1.0 for n in entry["vs_reference_speedup"]})
+    if "shared_eval_speedup" in entry:
+        met["shared_eval_identical"] = entry["shared_eval_max_abs_diff"] <= EQUAL_LOGITS_TOL
+        met["shared_eval_speedup"] = entry["shared_eval_speedup"] >= SHARED_EVAL_TARGET
+    return met
+
+
+def format_table(results: dict) -> str:
+    rows = [
+        f"{'model':<24} {'ST/CT wall':>11} {'ST/CT FLOPs':>12} {'wall/FLOPs':>11} {'low-mem w/F':>12} {'vs ref':>11} "
+        f"{'eval x':>7} {'calib x':>8} {'del x':>6} {'max|dlogit|':>11}",
+        f"{'':<24} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11}",
+    ]
+    for name, e in results["models"].items():
+        pair = lambda d: f"{d['1']:.2f}/{d['6']:.2f}"  # noqa: E731
+        ev = e.get("eval")
+        rows.append(
+            f"{name:<24} {pair(e['st_over_ct_wall']):>11} {pair(e['st_over_ct_flops']):>12} "
+            f"{pair(e['wall_over_flops']):>11} "
+            f"{pair(e['low_memory_wall_over_flops']):>12} {pair(e['vs_reference_speedup']):>11} "
+            + (
+                f"{ev['recalibrated']['speedup']:>7.2f} {ev['recalibrated']['calibration_speedup']:>8.2f} "
+                f"{ev['deletion']['speedup']:>6.2f} {e['shared_eval_max_abs_diff']:>11.1e}"
+                if ev
+                else ""
+            )
+        )
+    rows.append("")
+    rows.append(
+        f"{'peak memory (MB)':<24} {'CT':>7} {'ST1':>7} {'ref1':>7} {'ST6':>7} {'ref6':>7} {'low6':>7} "
+        f"{'naive eval':>11} {'shared eval':>12}"
+    )
+    for name, e in results["models"].items():
+        m = e["peak_memory_mb"]
+        ev = e.get("eval", {}).get("peak_memory_mb")
+        rows.append(
+            f"{name:<24} {m['ct']:>7.0f} {m['st1']:>7.0f} {m['reference1']:>7.0f} {m['st6']:>7.0f} "
+            f"{m['reference6']:>7.0f} {m['low6']:>7.0f} "
+            + (f"{ev['naive_one_subnet']:>11.0f} {ev['shared_all_subnets']:>12.0f}" if ev else "")
+        )
+    return "\n".join(rows)
+
+
+def main(cfg: BenchConfig) -> dict:
+    results = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(results))
+    if cfg.out:
+        tmp = cfg.out + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(results, fh, indent=1)
+        os.replace(tmp, cfg.out)
+        print(f"written {cfg.out}")
+    return results

@@ -1,0 +1,34 @@
+"""Destruction of a trained run at test time (paper Fig. 6): delete one block, delete k,
+permute k, in both BN modes, written to ``RUN/destruction.json``."""
+
+from __future__ import annotations
+
+from ..analysis.destruction import run_destruction
+from ..core.batchnorm import BN_MODES
+from ..runtime.files import read_json_or_none, write_json
+from ..training.run_dir import RunDir
+
+
+def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = 100, write: bool = True) -> dict:
+    """``{bn: result}`` for both BN modes (see :func:`run_destruction`); with ``write`` the
+    result replaces ``RUN/destruction.json``."""
+    run = RunDir(run_dir)
+    loaded = run.load(device)
+    cfg, data = loaded.cfg, loaded.data
+    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
+    batches = lambda: data.eval_batches(data.test, cfg.eval_batch_size)  # noqa: E731
+    result = {
+        bn: run_destruction(
+            loaded.model, batches, calibration if bn == "recalibrated" else [], bn, max_k, limit, cfg.seed
+        )
+        for bn in BN_MODES
+    }
+    if write:
+        write_json(run.file(RunDir.DESTRUCTION), result)
+    return result
+
+
+def cached_destruction(run_dir: str, device: str = "cpu") -> dict:
+    """``RUN/destruction.json`` if it exists, else computed (default settings) and written."""
+    cached = read_json_or_none(RunDir(run_dir).file(RunDir.DESTRUCTION))
+    return cached if cached is not None else destruction_of_run(run_dir, device)

@@ -1,0 +1,327 @@
+"""Accuracy against cost for every sub-network of a trained run: top-1, parameters, FLOPs and
+latency on this machine, the Pareto front, and the best sub-network under a budget.
+
+``stimulative pareto RUN_DIR`` writes ``pareto.json`` and ``pareto.png`` into the run folder.
+FLOPs are counted by ``torch.utils.flop_counter`` for one image (a multiply-add counts 2;
+MACs are half); latency is the minimum (or median) wall time of a forward pass of ``latency_batch``
+images, after warm-up, in inference mode on the chosen device, with the threads PyTorch
+uses here. Latency is a measurement of this machine at this moment: other processes
+running at the same time make it noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..core.elastic import ElasticNet
+from ..core.sampling import BRANCH, SubnetSpec, parse_spec
+from ..runtime.measure import count_params, forward_flops
+from ..training.run_dir import RunDir
+
+
+class SubnetModule(nn.Module):
+    """One sub-network of an :class:`ElasticNet` as a plain module: the stem, the kept blocks
+    in order (each on its path), the head. It shares the model's modules."""
+
+    def __init__(self, model: ElasticNet, spec: SubnetSpec) -> None:
+        super().__init__()
+        model.architecture.validate(spec)
+        self.stem, self.head = model.stem, model.head
+        self.blocks = nn.ModuleList(model.stages[s][b] for s, b, _ in spec.flat())
+        self.branch_only = [p == BRANCH for _, _, p in spec.flat()]
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block, branch in zip(self.blocks, self.branch_only, strict=True):
+            h = block.run(h, BRANCH) if branch else block(h)
+        return self.head(h)
+
+
+def pareto_front(costs: Sequence[float], accuracies: Sequence[float]) -> list[int]:
+    """Indices of the points no other point beats (no costlier-or-equal and at-least-as-
+    accurate point is strictly better in one of them), by increasing cost."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -accuracies[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if accuracies[i] > best:
+            front.append(i)
+            best = accuracies[i]
+    return front
+
+
+def pick_under_budget(rows: Sequence[dict], budget_ms: float | None = None, budget_mflops: float | None = None) -> dict:
+    """The most accurate sub-network within every given budget (ties: the cheaper)."""
+    fits = [
+        r
+        for r in rows
+        if (budget_ms is None or r["latency_ms"] <= budget_ms)
+        and (budget_mflops is None or r["mflops"] <= budget_mflops)
+    ]
+    if not fits:
+        cheapest_ms = min(r["latency_ms"] for r in rows)
+        cheapest_mflops = min(r["mflops"] for r in rows)
+        raise ValueError(
+            f"no sub-network fits the budget ({_budget_text(budget_ms, budget_mflops)}); the cheapest takes "
+            f"{cheapest_ms:.3g} ms and {cheapest_mflops:.4g} MFLOPs"
+        )
+    return max(fits, key=lambda r: (r["top1"], -r["latency_ms"], -r["mflops"]))
+
+
+def _budget_text(budget_ms: float | None, budget_mflops: float | None) -> str:
+    parts = ([f"{budget_ms:g} ms"] if budget_ms is not None else []) + (
+        [f"{budget_mflops:g} MFLOPs"] if budget_mflops is not None else []
+    )
+    return " and ".join(parts)
+
+
+def measure_subnets(
+    model: ElasticNet,
+    specs: Sequence[SubnetSpec],
+    scores: dict[str, float],
+    example: torch.Tensor,
+    latency_batch: int = 1,
+    repeats: int = 20,
+    progress=None,
+    latency_stat: str = "min",
+) -> list[dict]:
+    """One row per sub-network: spec, blocks, top-1 (from ``scores``), params, MFLOPs and
+    latency in ms (``latency_ms`` is the ``latency_stat`` of the repeats; median and minimum
+    are kept too). Latency is timed round-robin, one forward pass of each sub-network per
+    round, so a burst of load elsewhere on the machine hits them all alike rather than a few;
+    on a busy machine the minimum is the steadier estimate."""
+    one = example[:1]
+    batch = one.expand(latency_batch, *one.shape[1:]).contiguous()
+    subs = [SubnetModule(model, spec).eval() for spec in specs]
+    rows = [
+        {
+            "spec": spec.to_text(),
+            "blocks": len(spec.flat()),
+            "top1": scores[spec.to_text()],
+            "params": count_params(sub),
+            "mflops": forward_flops(sub, one) / 1e6,
+        }
+        for spec, sub in zip(specs, subs, strict=True)
+    ]
+    times: list[list[float]] = [[] for _ in subs]
+    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
+    with torch.inference_mode():
+        for sub in subs:
+            for _ in range(3):  # warm-up
+                sub(batch)
+        for _ in range(repeats):
+            for i, sub in enumerate(subs):
+                sync()
+                t = time.perf_counter()
+                sub(batch)
+                sync()
+                times[i].append(1000.0 * (time.perf_counter() - t))
+            if progress is not None:
+                progress(1)
+    for row, ts in zip(rows, times, strict=True):
+        row["latency_median_ms"], row["latency_min_ms"] = statistics.median(ts), min(ts)
+        row["latency_ms"] = row[f"latency_{latency_stat}_ms"]
+    return rows
+
+
+def pareto_run(
+    run_dir: str,
+    bn: str = "recalibrated",
+    max_subnets: int | None = None,
+    min_depths: str | None = None,
+    latency_batch: int = 1,
+    repeats: int = 20,
+    budget_ms: float | None = None,
+    budget_mflops: float | None = None,
+    out: str = "pareto.json",
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    latency_stat: str = "min",
+) -> dict:
+    """Measure every sub-network of a run (or reuse ``out`` if it holds the same
+    measurement), plot, and pick under the budget. Returns the written document."""
+    from tqdm.auto import tqdm
+
+    from ..core.sampling import select_subnets
+    from ..core.spaces import build_space
+    from ..evaluation.scores import evaluate_subnets
+
+    if latency_stat not in ("median", "min"):
+        raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
+    if bn not in ("recalibrated", "running"):
+        raise ValueError(f"unknown BN mode {bn!r}; choose from recalibrated, running")
+    if (
+        os.path.basename(out) != out
+        or not out.endswith(".json")
+        or out in ("results.json", "config.yaml", "metrics.jsonl")
+    ):
+        raise ValueError(f"--out {out!r}: give a new .json file name inside the run folder")
+    path = os.path.join(run_dir, out)
+    plot_path = path[: -len(".json")] + ".png"
+    model, cfg, data, dev, meta = RunDir(run_dir).load(device)
+    model.eval()
+    arch = model.architecture
+    space = build_space(arch, cfg.min_depths if min_depths is None else min_depths)
+    specs = select_subnets(space, arch, max_subnets or cfg.eval_subnets, cfg.seed)
+    settings = {
+        "bn": bn,
+        "latency_batch": latency_batch,
+        "latency_stat": latency_stat,
+        "repeats": repeats,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "subnets": [s.to_text() for s in specs],
+        "input": [meta["in_chans"], data.image_size, data.image_size],
+    }
+    previous = _read_json(path)
+    if previous is not None and not force:
+        if previous.get("settings") != settings:
+            raise ValueError(
+                f"{path!r} holds another measurement (other sub-networks or settings); pass --force to redo it, or "
+                "--out another.json"
+            )
+        rows = previous["subnets"]
+        print(f"reusing the measurements in {path} (pass --force to measure again)")
+    else:
+        calibration = (
+            data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, 0, str(dev))
+            if bn == "recalibrated"
+            else []
+        )
+        test = data.eval_batches(data.test, cfg.eval_batch_size, 0, str(dev))
+        bar = tqdm(
+            total=len(specs) * math.ceil(len(data.test) / cfg.eval_batch_size),
+            desc=f"top-1 ({bn} BN)",
+            disable=not progress,
+            leave=False,
+        )
+        scores = {s.spec: s.top1 for s in evaluate_subnets(model, specs, test, calibration, bn, progress=bar.update)}
+        bar.close()
+        example = next(iter(data.eval_batches(data.test, 1, 0, str(dev))))[0]
+        bar = tqdm(total=repeats, desc="latency rounds", disable=not progress, leave=False)
+        rows = measure_subnets(model, specs, scores, example, latency_batch, repeats, bar.update, latency_stat)
+        bar.close()
+    by_ms = pareto_front([r["latency_ms"] for r in rows], [r["top1"] for r in rows])
+    by_flops = pareto_front([r["mflops"] for r in rows], [r["top1"] for r in rows])
+    for i, r in enumerate(rows):
+        r["pareto_latency"], r["pareto_flops"] = i in by_ms, i in by_flops
+    doc = {
+        "run": run_dir,
+        "model": cfg.model,
+        "settings": settings,
+        "subnets": rows,
+        "full": next((r for r in rows if parse_spec(r["spec"]) == arch.full()), None),
+        "pick": None,
+    }
+    failed = None
+    if budget_ms is not None or budget_mflops is not None:
+        try:
+            doc["pick"] = {
+                "budget_ms": budget_ms,
+                "budget_mflops": budget_mflops,
+                **pick_under_budget(rows, budget_ms, budget_mflops),
+            }
+        except ValueError as e:
+            failed = e  # the measurements are still worth writing
+    _write_json(path, doc)
+    plot_pareto(
+        rows,
+        plot_path,
+        title=f"{cfg.model}: {bn} BN, {latency_stat} latency of batch {latency_batch} on {dev}",
+        pick=doc["pick"],
+    )
+    print_pareto(doc)
+    print(f"written {path} and {plot_path}")
+    if failed is not None:
+        raise failed
+    return doc
+
+
+def print_pareto(doc: dict) -> None:
+    rows = doc["subnets"]
+    front = [r for r in rows if r["pareto_latency"]]
+    print(f"{len(rows)} sub-networks of {doc['model']}; Pareto front by latency ({len(front)}):")
+    print(f"{'sub-network':<22} {'blocks':>6} {'top-1':>7} {'params':>10} {'MFLOPs':>9} {'ms':>8}")
+    for r in sorted(front, key=lambda r: r["latency_ms"]):
+        print(
+            f"{r['spec']:<22} {r['blocks']:>6} {r['top1']:>7.2f} {r['params']:>10,} {r['mflops']:>9.3f} "
+            f"{r['latency_ms']:>8.3f}"
+        )
+    if doc.get("full"):
+        f = doc["full"]
+        print(f"full network {f['spec']}: top-1 {f['top1']:.2f}, {f['mflops']:.3f} MFLOPs, {f['latency_ms']:.3f} ms")
+    pick = doc.get("pick")
+    if pick:
+        print(
+            f"best under {_budget_text(pick['budget_ms'], pick['budget_mflops'])}: {pick['spec']} "
+            f"(top-1 {pick['top1']:.2f}, {pick['mflops']:.3f} MFLOPs, {pick['latency_ms']:.3f} ms); "
+            f"deploy it with: stimulative export {doc['run']} --subnet {pick['spec']} --bn {doc['settings']['bn']}"
+        )
+
+
+def plot_pareto(rows: Sequence[dict], path: str, title: str = "", pick: dict | None = None) -> None:
+    """Top-1 against latency and against MFLOPs; the Pareto front drawn, the full network
+    starred, the budget's pick circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, key, flag, label in (
+        (axes[0], "latency_ms", "pareto_latency", "latency (ms)"),
+        (axes[1], "mflops", "pareto_flops", "MFLOPs (one image)"),
+    ):
+        ax.scatter([r[key] for r in rows], [r["top1"] for r in rows], s=14, c="0.6", label="sub-networks")
+        front = sorted((r for r in rows if r[flag]), key=lambda r: r[key])
+        ax.plot([r[key] for r in front], [r["top1"] for r in front], "o-", c="C0", ms=5, label="Pareto front")
+        deepest = max(rows, key=lambda r: r["blocks"])
+        ax.scatter(
+            [deepest[key]], [deepest["top1"]], marker="*", s=180, c="C3", zorder=3, label=f"deepest ({deepest['spec']})"
+        )
+        if pick:
+            ax.scatter(
+                [pick[key]],
+                [pick["top1"]],
+                s=160,
+                facecolors="none",
+                edgecolors="C2",
+                linewidths=2,
+                zorder=4,
+                label=f"budget pick ({pick['spec']})",
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        raise ValueError(f"{path!r} exists but is not a readable pareto file; pass --force to overwrite it") from None
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(tmp, path)

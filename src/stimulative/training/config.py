@@ -1,0 +1,334 @@
+"""Training configuration: one typed dataclass. Command-line flags are generated from its
+fields (``kl_weight`` <-> ``--kl-weight``), a YAML file may set any of them, flags override
+the file, and the resolved configuration is written into every run folder and checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from ..core.resolution import parse_resolution
+from ..models.adapter import parse_model_args
+
+MODES = ("st", "ct", "individual", "stochastic-depth")
+AMP = ("none", "bf16", "fp16")
+EVAL_BN = ("both", "recalibrated", "running")
+
+
+def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    mode: str = _opt(
+        "st",
+        "st: stimulative training; ct: common training (no KL); individual: train --subnet alone; stochastic-depth: "
+        "CT with blocks dropped per sample (Huang et al. 2016), see --drop-path-rate",
+        MODES,
+    )
+    model: str = _opt("resnet20", "registered model name (see `stimulative models`)")
+    dataset: str = _opt("digits", "digits (shipped with scikit-learn), cifar10, cifar100 or imagefolder")
+    data_root: str = _opt(
+        "data", "folder holding cifar-10-batches-py / cifar-100-python, or train/ and val/ for imagefolder"
+    )
+    download: bool = _opt(False, "download CIFAR into --data-root if it is missing")
+    train_fraction: float = _opt(1.0, "seeded, stratified fraction of the training split to use")
+    augment: bool = _opt(
+        False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)"
+    )
+    image_size: int = _opt(224, "imagefolder crop size")
+    skip_corrupt: bool = _opt(
+        False,
+        "imagefolder: check every image up front, skip and count the unreadable or corrupt ones (default: stop "
+        "naming the first one met)",
+    )
+    resize: int = _opt(
+        0,
+        "digits/CIFAR: resize images to this side for models that need larger inputs (e.g. 32 for "
+        "timm:vit_tiny_patch16_224); 0 keeps the data set's size",
+    )
+    model_args: str = _opt(
+        "", "timm:/torchvision: models: keyword arguments of the model, e.g. drop_path_rate=0.1,dynamic_img_size=True"
+    )
+    pretrained_file: str = _opt(
+        "",
+        "timm:/torchvision: models: local weights of the original model (.safetensors or a state dict; never "
+        "downloaded); a classifier for other classes is re-initialised",
+    )
+    init_from: str = _opt(
+        "",
+        "fine-tune: start from a previous run's weights (its folder) or a weights file of this model; loafing is "
+        "measured before training (results_before.json) and after",
+    )
+    # optimisation (paper's CIFAR recipe, shorter)
+    epochs: int = _opt(30, "training epochs")
+    batch_size: int = _opt(64, "global batch size (all ranks together)")
+    lr: float = _opt(0.05, "peak learning rate for the global batch (cosine decay)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(3e-5, "weight decay")
+    warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up, in epochs")
+    label_smoothing: float = _opt(0.0, "label smoothing of the main cross-entropy")
+    # stimulative training
+    kl_weight: float = _opt(1.0, "lambda of Eq. 1: weight of each sub-network's KL term (ct forces 0)")
+    temperature: float = _opt(1.0, "softmax temperature T of the KL (the term is scaled by T^2)")
+    kl: str = _opt(
+        "kl",
+        "kl: KL of the softened outputs; kl-direction: ST++'s KL of layer-normalised logits",
+        ("kl", "kl-direction"),
+    )
+    kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
+    subnets_per_step: int = _opt(
+        1,
+        "sub-networks sampled per step, each adding its KL term weighted by --kl-weight (with several, scale "
+        "--kl-weight by about 1/n: six terms at lambda 1 failed to train in our digits sweep)",
+    )
+    sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
+    min_depths: str = _opt(
+        "",
+        "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage), all "
+        "(only shape-changing blocks kept), half, spaceK (at least K per stage, ST++'s space3)",
+    )
+    sandwich: bool = _opt(
+        False,
+        "also train the shallowest sub-network of the space at every step (the sandwich rule), besides the sampled "
+        "ones",
+    )
+    kl_schedule: str = _opt(
+        "constant",
+        "lambda schedule over training after --kl-start-epoch: constant, cosine-up (0 -> lambda) or cosine-down "
+        "(lambda -> 0)",
+        ("constant", "cosine-up", "cosine-down"),
+    )
+    kl_start_epoch: float = _opt(
+        0.0, "lambda is 0 before this epoch (common training first), then follows --kl-schedule"
+    )
+    subnet_resolution: str = _opt(
+        "",
+        "ST++: each sub-network sees the batch resized to a random side in this range, as fractions of the input "
+        "side, e.g. 0.43,1 (empty: the full network's input)",
+    )
+    subnet: str = _opt("", "individual mode: the sub-network to train alone, e.g. 1,1,1")
+    drop_path_rate: float = _opt(
+        0.5,
+        "stochastic-depth mode: drop probability of the last block; block l of L is dropped with probability l/L "
+        "times this (Huang et al.'s linear rule, their p_L = 1 - 0.5); only skippable blocks are dropped",
+    )
+    # evaluation
+    eval_bn: str = _opt(
+        "both",
+        "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both",
+        EVAL_BN,
+    )
+    calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
+    eval_min_depths: str = _opt(
+        "", "sampling space to evaluate, as minimum depths per stage (default: the training space)"
+    )
+    eval_subnets: int = _opt(1000, "evaluate every sub-network of the space, or a seeded sample of this many if larger")
+    eval_batch_size: int = _opt(500, "batch size for evaluation and recalibration")
+    track_kl: bool = _opt(
+        False,
+        "each epoch, record KL(full || sub) of every evaluated sub-network on a fixed held-out batch "
+        "(kl_tracking.jsonl)",
+    )
+    track_kl_images: int = _opt(256, "size of the held-out batch for --track-kl")
+    # running
+    seed: int = _opt(0, "seed of everything: initialisation, data order, sampled sub-networks")
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
+    amp: str = _opt("none", "mixed precision: bf16 (CPU or GPU) or fp16 (GPU, with a grad scaler)", AMP)
+    deterministic: bool = _opt(True, "deterministic algorithms (bit-exact resume on CPU); off enables cudnn.benchmark")
+    channels_last: bool = _opt(
+        False, "channels-last (NHWC) memory format for weights and activations (faster convolutions on recent GPUs)"
+    )
+    low_memory: bool = _opt(
+        False,
+        "ST: back-propagate each sub-network's KL to where it branches off the full network right after its forward, "
+        "so one sub-network's activations are held at a time, not all (same gradients up to rounding; one process, "
+        "no fp16, no ghost batches)",
+    )
+    compile: bool = _opt(
+        False,
+        "torch.compile the stem, the head and each block on its own, so that changing the sub-network does not "
+        "recompile",
+    )
+    workers: int = _opt(2, "data loader worker processes (CIFAR/ImageNet)")
+    log_every: int = _opt(50, "steps between logged training losses")
+    checkpoint_every: int = _opt(0, "steps between checkpoints besides the one at each epoch end (0: epochs only)")
+    out: str = _opt("", "run folder (default: runs/<mode>-<model>-<dataset>-s<seed>)")
+    resume: bool = _opt(False, "continue the run in --out from its last checkpoint")
+    force: bool = _opt(False, "start over in an --out folder that already holds a run")
+    progress: bool = _opt(True, "show progress bars")
+    # several processes (torchrun): --batch-size and --lr stay those of the global batch
+    sync_bn: bool = _opt(
+        False,
+        "GPU only (NCCL): BatchNorm statistics over the global batch across all processes (SyncBatchNorm); an error "
+        "on CPU",
+    )
+    same_subnets_across_ranks: bool = _opt(
+        True,
+        "every process draws the same sub-networks, seeded by (seed, step), without communication; with "
+        "--no-same-subnets-across-ranks each draws its own and the averaged gradient mixes them, each sub-network's "
+        "KL weighing 1/processes (same expectation, more sub-networks per step)",
+    )
+    ghost_batches: int = _opt(
+        0,
+        "BatchNorm normalises each of this many equal parts of the global batch on its own (ghost batches), the "
+        "parts split among the processes; 0: one part per process, as DDP does. Fixed, it keeps a run's BN semantics "
+        "on any number of processes: one process with --ghost-batches N trains like N processes (running statistics "
+        "follow the first part, as DDP keeps rank 0's)",
+    )
+
+    def run_dir(self) -> str:
+        return self.out or os.path.join("runs", f"{self.mode}-{self.model}-{self.dataset}-s{self.seed}")
+
+    def effective_kl_weight(self) -> float:
+        return self.kl_weight if self.mode == "st" else 0.0
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first impossible value."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"unknown {f.name.replace('_', '-')} {value!r}; choose from {', '.join(choices)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        positive = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "temperature",
+            "subnets_per_step",
+            "calib_images",
+            "eval_subnets",
+            "eval_batch_size",
+            "track_kl_images",
+            "log_every",
+            "image_size",
+            "kl_amplitude",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "kl_weight", "workers", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if self.mode == "individual" and not self.subnet:
+            raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
+        if self.ghost_batches < 0:
+            raise ValueError(f"--ghost-batches must not be negative, got {self.ghost_batches}")
+        if self.sync_bn and (self.ghost_batches or not self.same_subnets_across_ranks):
+            # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
+            raise ValueError(
+                "--sync-bn normalises over the whole global batch: it excludes --ghost-batches and "
+                "--no-same-subnets-across-ranks"
+            )
+        if self.low_memory and (self.amp == "fp16" or self.ghost_batches > 1):
+            raise ValueError(
+                "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "
+                "--ghost-batches"
+            )
+        if self.resize < 0:
+            raise ValueError(f"--resize must not be negative, got {self.resize}")
+        if self.resize and self.dataset == "imagefolder":
+            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
+        if not 0 <= self.kl_start_epoch < self.epochs:
+            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
+        parse_resolution(self.subnet_resolution)
+        if self.model_args:
+            parse_model_args(self.model_args)
+        if self.resume and self.force:
+            raise ValueError("--resume continues a run and --force starts it over; choose one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    """One flag per dataclass field; defaults stay None so we can tell what was given."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file of options; flags given here override it")
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def resolve_config(args: argparse.Namespace, cls: type = TrainConfig) -> TrainConfig:
+    """Dataclass defaults, then the YAML file, then the flags given on the command line."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_yaml_options(args.config, cls))
+    for f in fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls(**values).validate()
+
+
+def load_yaml_options(path: str, cls: type = TrainConfig) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as e:
+        raise ValueError(f"cannot read config {path!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config {path!r} is not a text (UTF-8) YAML file") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config {path!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path!r} must be a mapping of option: value")
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ValueError(f"config {path!r}: unknown option {key!r}")
+        out[name] = _coerce(value, known[name], path)
+    return out
+
+
+def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[
+        f.type if isinstance(f.type, str) else f.type.__name__
+    ]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"config {path!r}: {f.name} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a saved configuration (unknown keys from other versions are ignored)."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in known})

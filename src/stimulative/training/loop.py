@@ -1,0 +1,307 @@
+"""One training loop for common training (CT), stimulative training (ST), stochastic depth
+and individual training of one sub-network, shaped like torchvision's reference script:
+:func:`train_one_epoch`, :func:`main`; the final evaluation is
+:func:`stimulative.training.results.finish`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+
+import torch
+
+from ..analysis.loafing import loafing_change
+from ..core.elastic import ElasticNet
+from ..core.resolution import parse_resolution
+from ..core.spaces import build_space
+from ..data import load_data
+from ..runtime import distributed
+from ..runtime.device import resolve_device
+from ..runtime.files import read_json_or_none
+from . import checkpoint as ckpt
+from .accelerate import prepare_model
+from .callbacks import (
+    Callback,
+    Checkpointer,
+    EpochRecord,
+    KLTracker,
+    ProgressBar,
+    forget_redone_work,
+    tensorboard_writer,
+)
+from .config import TrainConfig
+from .ddp import JointForward, freeze_unused, wrap_ddp
+from .model_setup import build_model, check_input_size, load_initial_weights
+from .optim import make_optimizer, make_scheduler
+from .results import finish, print_summary
+from .rng import seed_everything, set_rng_state
+from .run_dir import RunDir
+from .steps import LossOptions, StepOutput, StepPolicy, joint_forward, run_step
+from .sums import add_step, new_epoch_sums
+
+
+def train_one_epoch(
+    model: ElasticNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    step_fn: Callable[[torch.Tensor, torch.Tensor, int], StepOutput],
+    first_step: int,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+    sums: dict | None = None,
+) -> dict:
+    """Run the epoch's batches. ``step_fn(x, y, step) -> StepOutput``. Sums stay on the
+    device (no host sync per step); ``on_step(step, sums)`` is called after every step.
+    ``sums`` continues the sums of an epoch resumed in its middle."""
+    model.train()
+    sums = new_epoch_sums() if sums is None else sums
+    step = first_step
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)  # before the step: low_memory_step accumulates gradients in it
+        out = step_fn(x, y, step)
+        if scaler is not None:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out.loss.backward()
+            optimizer.step()
+        scheduler.step()
+        step += 1
+        add_step(sums, out, step)
+        if on_step is not None:
+            on_step(step, sums)
+    return sums
+
+
+def main(cfg: TrainConfig) -> dict:
+    """Train as configured, write the run folder, return the results. Every input is checked
+    before anything is written, so a bad one leaves an existing folder untouched.
+
+    Started by ``torchrun`` with several processes, it trains with DistributedDataParallel
+    (see :mod:`stimulative.runtime.distributed`); only rank 0 writes into the run folder."""
+    with distributed.distributed_session(resolve_device(cfg.device)) as env:
+        return Trainer(cfg, env).fit()
+
+
+class Trainer:
+    """A run being trained: everything checked and built on construction (nothing written
+    until every input is known to be valid), then :meth:`fit`."""
+
+    def __init__(self, cfg: TrainConfig, env: distributed.DistEnv) -> None:
+        self.env, self.device = env, env.device
+        self.run = RunDir(cfg.run_dir())
+        self.cfg = cfg = self.run.resolve(cfg)
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.data = load_data(
+            cfg.dataset,
+            cfg.data_root,
+            cfg.seed,
+            cfg.train_fraction,
+            cfg.download,
+            cfg.augment,
+            cfg.image_size,
+            resize=cfg.resize,
+            skip_corrupt=cfg.skip_corrupt,
+            workers=cfg.workers,
+        )
+        self.model = self._build_model()
+        self.arch = self.model.architecture
+        self.space = build_space(self.arch, cfg.min_depths)
+        if cfg.eval_min_depths:
+            build_space(self.arch, cfg.eval_min_depths, "--eval-min-depths")  # checked now, used after training
+        self.steps_per_epoch, self.ghost_batches = self._batch_layout()
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.policy = StepPolicy.from_config(cfg, self.arch, self.space, self.steps_per_epoch, env.rank)
+        if self.policy.fixed is not None:
+            try:
+                self.arch.validate(self.policy.fixed)
+            except ValueError as e:
+                raise ValueError(f"--subnet {cfg.subnet!r}: {e}") from None
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, int(cfg.warmup_epochs * self.steps_per_epoch))
+        if cfg.low_memory and env.enabled:
+            raise ValueError(
+                "--low-memory back-propagates each sub-network on its own, which DDP's one backward per "
+                "forward does not allow: drop it under torchrun"
+            )
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+        self.step, self.train_seconds, self.resumed_sums = 0, 0.0, None
+        self.resumed = self._resume()
+        distributed.barrier()  # every rank has read the folder before rank 0 changes it
+        if env.is_main:
+            self.run.create(cfg)  # every input is valid: only now touch the folder
+        self.runner = self._ddp_runner()
+        self.loss_options = LossOptions.from_config(cfg)
+        self.writer = None
+        self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord()]
+        if cfg.track_kl and self.policy.fixed is None:
+            self.callbacks.append(KLTracker())
+
+    def _build_model(self) -> ElasticNet:
+        """Any registered model, or a timm:/torchvision: one adapted (with --pretrained-file),
+        on the device, checked for ST++'s smaller inputs, with the speed options applied."""
+        cfg, data, device = self.cfg, self.data, self.device
+        log = print if self.env.is_main else (lambda _: None)
+        model = build_model(cfg, data.num_classes, data.in_chans, data.image_size, pretrained=not cfg.resume, log=log)
+        if cfg.init_from and not cfg.resume:  # fine-tuning: on --resume the checkpoint's weights win
+            log(f"fine-tuning from {load_initial_weights(model, cfg.init_from)}")
+        model = model.to(device)
+        if cfg.subnet_resolution:  # the model must take the smaller inputs (CNNs do; a ViT built for one size does not)
+            side = max(1, round(parse_resolution(cfg.subnet_resolution)[0] * data.image_size))
+            check_input_size(model, data.in_chans, side, device)
+        if cfg.sync_bn:
+            model = distributed.convert_sync_bn(model, device)
+        return prepare_model(model, cfg.channels_last, cfg.compile)  # --channels-last; --compile, block by block
+
+    def _batch_layout(self) -> tuple[int, int]:
+        """Steps per epoch and BN groups (ghost batches) per process, checked."""
+        cfg, world = self.cfg, self.env.world_size
+        steps_per_epoch = self.data.steps_per_epoch(cfg.batch_size)
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} is larger than the training set ({len(self.data.train)} images)"
+            )
+        bn_groups = cfg.ghost_batches or world  # BN groups of the global batch
+        if bn_groups % world or cfg.batch_size % bn_groups:
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} (the global batch) must split evenly into {bn_groups} BN groups "
+                f"(--ghost-batches), and the groups evenly among the {world} process(es)"
+            )
+        return steps_per_epoch, bn_groups // world
+
+    def _resume(self) -> bool:
+        """With --resume, load the last checkpoint's weights and training state."""
+        found = self.run.latest_checkpoint() if self.cfg.resume else None
+        if not found:
+            return False
+        meta = ckpt.load_meta(found)
+        ckpt.check_compatible(found, meta, self.cfg.model, self.data.num_classes, self.data.in_chans)
+        ckpt.load_weights(found, self.model)
+        state = ckpt.load_state(found)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ckpt.CheckpointError(
+                f"training state of {found!r} does not fit this run ({str(e).splitlines()[0]})"
+            ) from None
+        self.step, self.train_seconds = meta["step"], float(meta.get("train_seconds", 0.0))
+        if not 0 <= self.step <= self.total_steps:
+            raise ckpt.CheckpointError(
+                f"checkpoint {found!r} is at step {self.step}, outside this run's {self.total_steps} steps"
+            )
+        self.resumed_sums = state.get("epoch_sums")
+        return True
+
+    def _ddp_runner(self):
+        """Under torchrun: DDP around the joint forward of the network and its sub-networks."""
+        if not self.env.enabled:
+            return None
+        if self.policy.fixed is not None:
+            freeze_unused(self.model, [(s, b) for s, b, _ in self.policy.fixed.flat()])
+        return wrap_ddp(JointForward(self.model, joint_forward), self.env)
+
+    def eval_batches(self, dataset) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        cfg = self.cfg
+        return self.data.eval_batches(dataset, cfg.eval_batch_size, cfg.workers, str(self.device))
+
+    def step_fn(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
+        plan = self.policy.plan(step, x)
+        return run_step(
+            self.model,
+            x,
+            y,
+            plan,
+            self.loss_options,
+            self.policy.fixed,
+            self.autocast,
+            self.ghost_batches,
+            self.runner,
+            self.cfg.low_memory,
+        )
+
+    def _on_step(self, step: int, sums: dict) -> None:
+        for c in self.callbacks:
+            c.on_step_end(self, step, sums)
+
+    def _start(self) -> dict | None:
+        """Open the writers, redo a resumed epoch's end, measure loafing before fine-tuning."""
+        spe, step = self.steps_per_epoch, self.step
+        redo_epoch_end = self.resumed and step > 0 and step % spe == 0 and self.resumed_sums is not None
+        if self.cfg.resume and self.env.is_main:
+            forget_redone_work(self.run, step, spe, redo_epoch_end)
+        distributed.barrier()
+        if self.env.is_main:
+            self.writer = tensorboard_writer(self.run, purge_step=step if self.cfg.resume else None)
+        for c in self.callbacks:
+            c.on_train_start(self)
+        if redo_epoch_end:
+            for c in self.callbacks:
+                if not isinstance(c, (Checkpointer, ProgressBar)):
+                    c.on_epoch_end(self, step // spe - 1, self.resumed_sums)
+        return self._before_fine_tuning()
+
+    def _before_fine_tuning(self) -> dict | None:
+        """Fine-tuning measures loafing before training (results_before.json) and after."""
+        cfg = self.cfg
+        if not (cfg.init_from or cfg.pretrained_file) or self.policy.fixed is not None:
+            return None
+        if self.step > 0:
+            return read_json_or_none(self.run.file(RunDir.RESULTS_BEFORE))
+        before = finish(self.model, self.data, cfg, self.device, self.space, 0.0, out_name=RunDir.RESULTS_BEFORE)
+        if self.env.is_main:
+            print("before fine-tuning:")
+            print_summary(before)
+        return before
+
+    def fit(self) -> dict:
+        """Train to the last step, then evaluate and write results.json."""
+        before = self._start()
+        cfg, spe = self.cfg, self.steps_per_epoch
+        while self.step < self.total_steps:
+            epoch, start = divmod(self.step, spe)
+            batches = self.data.train_batches(
+                cfg.batch_size,
+                cfg.seed,
+                epoch,
+                start,
+                cfg.workers,
+                str(self.device),
+                self.env.rank,
+                self.env.world_size,
+            )
+            sums = self.resumed_sums if (self.resumed_sums is not None and start > 0) else new_epoch_sums()
+            if start > 0 and self.resumed_sums is None:
+                sums["steps"] = start  # a checkpoint without sums: average over the steps we see
+            self.resumed_sums = None
+            sums = train_one_epoch(
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                batches,
+                self.step_fn,
+                self.step,
+                self.scaler,
+                self._on_step,
+                sums,
+            )
+            self.step = epoch * spe + sums["steps"]
+            for c in self.callbacks:
+                c.on_epoch_end(self, epoch, sums)
+        for c in self.callbacks:
+            c.on_train_end(self)
+        if self.writer is not None:
+            self.writer.close()
+        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds)
+        if self.env.is_main:
+            print_summary(results)
+            if before is not None:
+                print("\n" + "\n".join(loafing_change(before, results)))
+        return results

@@ -1,0 +1,124 @@
+"""The evaluation that ends a run: the full network and the sub-networks in the configured
+BN mode(s), summarised in the results file of the run folder and a console table."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from ..core.elastic import ElasticNet
+from ..core.sampling import SamplingSpace, SubnetSpec, parse_spec, select_subnets
+from ..core.spaces import build_space
+from ..data import DataSource
+from ..evaluation.scores import evaluate_subnets, summarize
+from ..evaluation.sharded import evaluate_full_sharded, evaluate_subnets_sharded
+from ..runtime.distributed import is_main, shard_bounds
+from ..runtime.files import write_json
+from .config import TrainConfig
+from .run_dir import RunDir
+
+
+def evaluate_run(
+    model: ElasticNet,
+    data: DataSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    specs: list[SubnetSpec],
+    bn: str,
+    desc: str = "",
+) -> dict:
+    """``{"bn", "main": {top1, top5, ce}, "subnets": {count, mean, std, min, max, per_subnet}}``."""
+    calibration = (
+        data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers, str(device))
+        if bn == "recalibrated"
+        else []
+    )
+    test = lambda: data.eval_batches(data.test, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
+    if cfg.mode == "individual":
+        main = evaluate_full_of(model, parse_spec(cfg.subnet), test(), calibration, bn)
+    else:  # under torchrun: each rank a share of the test images, each counted once
+        main = evaluate_full_sharded(
+            model,
+            data.test,
+            lambda d: data.eval_batches(d, cfg.eval_batch_size, cfg.workers, str(device)),
+            calibration,
+            bn,
+        )
+    lo, hi = shard_bounds(len(specs))  # under torchrun: each rank a share of the sub-networks
+    bar = tqdm(
+        total=(hi - lo) * math.ceil(len(data.test) / cfg.eval_batch_size),
+        desc=desc or f"eval ({bn} BN)",
+        disable=not cfg.progress or not is_main(),
+        leave=False,
+    )
+    scores = evaluate_subnets_sharded(model, specs, test, calibration, bn, progress=bar.update)
+    bar.close()
+    return {"bn": bn, "main": main, "subnets": summarize(scores)}
+
+
+def evaluate_full_of(model: ElasticNet, spec: SubnetSpec, batches, calibration, bn: str) -> dict[str, float]:
+    """Top-1/top-5 of one sub-network treated as the network (individual training)."""
+    scores = evaluate_subnets(model, [spec], batches, calibration, bn)
+    return {"top1": scores[0].top1, "ce": scores[0].ce}
+
+
+def finish(
+    model: ElasticNet,
+    data: DataSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    space: SamplingSpace,
+    train_seconds: float,
+    out_name: str = RunDir.RESULTS,
+    specs: list[SubnetSpec] | None = None,
+) -> dict:
+    """Evaluate the trained model in the configured BN mode(s) and write the results file."""
+    arch = model.architecture
+    if specs is None:
+        if cfg.eval_min_depths:
+            space = build_space(arch, cfg.eval_min_depths, "--eval-min-depths")
+        specs = (
+            [parse_spec(cfg.subnet)]
+            if cfg.mode == "individual"
+            else select_subnets(space, arch, cfg.eval_subnets, cfg.seed)
+        )
+    modes = ["recalibrated", "running"] if cfg.eval_bn == "both" else [cfg.eval_bn]
+    by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn) for bn in modes}
+    first = by_bn[modes[0]]
+    results = {
+        "mode": cfg.mode,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_seconds": train_seconds,
+        "bn": first["bn"],
+        "main": first["main"],
+        "subnets": first["subnets"],
+        "by_bn": by_bn,
+        "space_size": space.size("ordered"),
+        "num_classes": data.num_classes,
+        "subnets_evaluated": len(specs),
+        "skipped_images": len(data.skipped),
+        "config": cfg.to_dict(),
+    }
+    if not is_main():  # every rank has the results; rank 0 writes them
+        return results
+    write_json(RunDir(cfg.run_dir()).file(out_name), results)
+    return results
+
+
+def print_summary(results: dict) -> None:
+    print(
+        f"\n{results['mode'].upper()} {results['model']} on {results['dataset']} (seed {results['seed']}, "
+        f"{results['epochs']} epochs, {results['train_seconds']:.0f} s)"
+    )
+    print(f"{'BN statistics':<14} {'full top-1':>10} {'subnets':>8} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}")
+    for bn, r in results["by_bn"].items():
+        s = r["subnets"]
+        print(
+            f"{bn:<14} {r['main']['top1']:>10.2f} {s['count']:>8} {s['mean']:>7.2f} {s['std']:>6.2f} "
+            f"{s['min']:>7.2f} {s['max']:>7.2f}"
+        )

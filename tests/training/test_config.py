@@ -1,0 +1,92 @@
+"""Configuration: flags and YAML agree, the resolved config round-trips, bad values are named."""
+
+import argparse
+import dataclasses
+import math
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stimulative.training.config import (
+    TrainConfig,
+    add_config_arguments,
+    config_from_dict,
+    load_yaml_options,
+    resolve_config,
+)
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return resolve_config(parser.parse_args(argv))
+
+
+def test_defaults_are_valid():
+    assert TrainConfig().validate() == TrainConfig()
+
+
+def test_flags_override_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nlr: 0.1\nmin-depths: 2,2,2\n")
+    cfg = _parse(["--config", str(path), "--lr", "0.2"])
+    assert (cfg.epochs, cfg.lr, cfg.min_depths) == (7, 0.2, "2,2,2")
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = dataclasses.replace(TrainConfig(), epochs=3, lr=0.01, mode="ct", min_depths="1,2,3", nesterov=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    assert TrainConfig(**load_yaml_options(str(path))) == cfg
+    assert config_from_dict(yaml.safe_load(path.read_text())) == cfg
+
+
+def test_saved_config_ignores_unknown_keys():
+    assert config_from_dict({**TrainConfig().to_dict(), "from_the_future": 1}) == TrainConfig()
+
+
+finite_positive = st.floats(min_value=1e-6, max_value=1e3, allow_nan=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    epochs=st.integers(1, 1000),
+    lr=finite_positive,
+    momentum=st.floats(0, 0.999),
+    seed=st.integers(0, 2**32 - 1),
+    mode=st.sampled_from(["st", "ct"]),
+    kl_weight=st.floats(0, 10),
+)
+def test_valid_values_round_trip(epochs, lr, momentum, seed, mode, kl_weight):
+    cfg = TrainConfig(epochs=epochs, lr=lr, momentum=momentum, seed=seed, mode=mode, kl_weight=kl_weight).validate()
+    assert config_from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict()))) == cfg
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(["lr", "temperature", "kl_amplitude"]),
+    value=st.sampled_from([0.0, -1.0, math.nan, math.inf, -math.inf]),
+)
+def test_impossible_floats_are_named(name, value):
+    with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}"):
+        TrainConfig(**{name: value}).validate()
+
+
+@pytest.mark.parametrize(
+    "field,value,pattern",
+    [
+        ("epochs", 0, "--epochs must be positive"),
+        ("batch_size", -4, "--batch-size must be positive"),
+        ("momentum", 1.0, r"--momentum must be in \[0, 1\)"),
+        ("seed", 2**32, r"--seed must be in"),
+        ("train_fraction", 0.0, "--train-fraction"),
+        ("label_smoothing", -0.1, "--label-smoothing"),
+        ("mode", "sst", "unknown mode 'sst'; choose from st, ct, individual"),
+        ("eval_bn", "x", "unknown eval-bn 'x'; choose from"),
+    ],
+)
+def test_bad_values_are_named(field, value, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**{field: value}).validate()
