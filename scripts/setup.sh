@@ -7,7 +7,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import stimulative, pytest, hypothesis" 2>/dev/null; then
+if ! .venv/bin/python -c "import stimulative, pytest, hypothesis, timm" && [ -x .venv/bin/ruff ] 2>/dev/null; then
     .venv/bin/pip install --quiet --upgrade pip
     .venv/bin/pip install --quiet -e ".[test]"
 fi

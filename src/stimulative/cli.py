@@ -6,21 +6,29 @@ import argparse
 import os
 import sys
 
+from .models import create_model, list_models
+from .reporting.figures import destruction_figure
+from .reporting.report import write_report
 from .runtime.device import resolve_device, set_threads
+from .runtime.distributed import distributed_session, main_process_output
+from .studies.reproduce import reproduce
+from .studies.sweep import print_plan, sweep
+from .tools.bench import DEFAULT_MODELS, BenchConfig
+from .tools.bench import main as run_bench_command
+from .tools.destruction import destruction_of_run
+from .tools.export import export_run
+from .tools.pareto import pareto_run
+from .tools.reevaluate import reevaluate
 from .training.config import add_config_arguments, resolve_config
+from .training.loop import main as train
 from .training.run_dir import RunDir
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .training.loop import main
-
-    main(resolve_config(args))
+    train(resolve_config(args))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .runtime.distributed import distributed_session, main_process_output
-    from .tools.reevaluate import reevaluate
-
     # under torchrun the sub-networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
         reevaluate(
@@ -36,8 +44,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from .models import create_model, list_models
-
     for name in args.names or list_models():
         kw = {"image_size": args.image_size, "model_args": args.model_args} if ":" in name else {}
         model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kw)
@@ -48,8 +54,6 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .tools.export import export_run
-
     set_threads(args.threads)
     export_run(
         args.run_dir,
@@ -66,8 +70,6 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_pareto(args: argparse.Namespace) -> None:
-    from .tools.pareto import pareto_run
-
     set_threads(args.threads)
     pareto_run(
         args.run_dir,
@@ -87,16 +89,13 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from .models import list_models
-    from .tools.bench import DEFAULT_MODELS, BenchConfig, main
-
     models = args.models or list(DEFAULT_MODELS)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r}; choose from {', '.join(list_models())}")
     if args.out and os.path.exists(args.out) and not args.force:
         raise ValueError(f"--out {args.out!r} exists; pass --force to replace it")
-    main(
+    run_bench_command(
         BenchConfig(
             models=models,
             quick=args.quick,
@@ -110,8 +109,6 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from .studies.reproduce import reproduce
-
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     epochs = args.epochs or (3 if args.quick else 30)
     depths = () if args.quick else tuple(args.depths)
@@ -119,8 +116,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from .studies.sweep import print_plan, sweep
-
     if args.budget < 0:
         raise ValueError(f"--budget must not be negative, got {args.budget}")
     set_threads(args.threads)
@@ -156,24 +151,17 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .reporting.report import write_report
-
     path = write_report(args.dirs, args.out)
     print(f"written {path} and {os.path.splitext(path)[0]}.html")
 
 
 def _cmd_destruction(args: argparse.Namespace) -> None:
-    from .runtime.distributed import distributed_session, main_process_output
-
     # under torchrun the destroyed networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
         _destruction(args, str(env.device), env.is_main)
 
 
 def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
-    from .reporting.figures import destruction_figure
-    from .tools.destruction import destruction_of_run
-
     results = {}
     for run_dir in args.run_dirs:
         per_bn = destruction_of_run(run_dir, device, args.max_k, args.limit, write=write)
