@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv inside the checkout (once) and install stimulative with its test extras.
+# Create .venv inside the checkout (once) and install stimulative with its test extras;
+# installed again whenever pyproject.toml changes (its hash is kept in .venv/).
 # torch/torchvision come from pip's index or the machine's local package store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,7 +8,10 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import stimulative, pytest, hypothesis, timm" && [ -x .venv/bin/ruff ] 2>/dev/null; then
+stamp=.venv/.stimulative-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import stimulative" 2>/dev/null; then
     .venv/bin/pip install --quiet --upgrade pip
     .venv/bin/pip install --quiet -e ".[test]"
+    echo "$want" > "$stamp"
 fi
