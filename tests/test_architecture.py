@@ -10,8 +10,27 @@ import pytest
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "stimulative")
 # imported inside functions on purpose: optional extras, or heavy and needed by one path only
-OPTIONAL = {"onnx", "onnxscript", "onnxruntime", "timm", "lightning", "submitit", "tensorboard", "torch.utils.tensorboard"}
-STDLIB_OK_IN_CORE = {"__future__", "collections", "contextlib", "dataclasses", "functools", "itertools", "math", "re", "typing"}
+OPTIONAL = {
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "timm",
+    "lightning",
+    "submitit",
+    "tensorboard",
+    "torch.utils.tensorboard",
+}
+STDLIB_OK_IN_CORE = {
+    "__future__",
+    "collections",
+    "contextlib",
+    "dataclasses",
+    "functools",
+    "itertools",
+    "math",
+    "re",
+    "typing",
+}
 
 
 def _modules() -> dict[str, str]:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .core.batchnorm import BN_PROTOCOLS
 from .models import create_model, list_models
 from .reporting.figures import destruction_figure
 from .reporting.report import write_report
@@ -19,7 +20,7 @@ from .tools.destruction import destruction_of_run
 from .tools.export import export_run
 from .tools.pareto import pareto_run
 from .tools.reevaluate import reevaluate
-from .training.config import add_config_arguments, resolve_config
+from .training.config import EVAL_BN, add_config_arguments, resolve_config
 from .training.loop import main as train
 from .training.run_dir import RunDir
 
@@ -175,7 +176,7 @@ def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
                 f"{worst['delete_one']:.2f}, "
                 f"delete k {worst['delete_k']:.2f}, permute {worst['permute_k']:.2f}"
             )
-    for bn in ("recalibrated", "running"):
+    for bn in BN_PROTOCOLS:
         if write:
             print("figure:", destruction_figure(results, bn, args.figures))
 
@@ -224,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bn",
-        choices=("both", "recalibrated", "running"),
-        default="both",
-        help="BN statistics: recalibrated per sub-network, the full network's running ones, or both (default: both)",
+        choices=EVAL_BN,
+        default="all",
+        help="BN protocol: full (the full network's statistics re-estimated, used by every sub-network: the "
+        "paper's), subnet (each sub-network re-estimated), running (as trained), or all (default: all)",
     )
     p.add_argument(
         "--min-depths",
@@ -400,10 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bn",
-        choices=("recalibrated", "running"),
-        default="recalibrated",
-        help="BN statistics: recalibrated for this sub-network on training images, or the full network's running "
-        "ones (default: recalibrated)",
+        choices=BN_PROTOCOLS,
+        default="subnet",
+        help="BN statistics of the exported network: subnet (re-estimated for this sub-network on training images: "
+        "what a deployment does), full (the full network's, re-estimated) or running (as trained) (default: subnet)",
     )
     p.add_argument("--torchscript", default="", metavar="FILE", help="also write TorchScript (torch.jit.load)")
     p.add_argument("--onnx", default="", metavar="FILE", help="also write ONNX (needs onnx and onnxscript)")
@@ -432,9 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bn",
-        choices=("recalibrated", "running"),
-        default="recalibrated",
-        help="BN statistics for top-1 (default: recalibrated)",
+        choices=BN_PROTOCOLS,
+        default="subnet",
+        help="BN protocol of the top-1: subnet (each sub-network re-estimated: what a deployment of one "
+        "sub-network sees), full or running (default: subnet)",
     )
     p.add_argument(
         "--min-depths",

@@ -93,7 +93,7 @@ def test_tiny_study_end_to_end_with_report(tmp_path):
     from stimulative.studies.reproduce import reproduce
 
     out = tmp_path / "study"
-    extra = (("train_fraction", 0.2), ("batch_size", 128), ("calib_images", 200), ("eval_bn", "both"))
+    extra = (("train_fraction", 0.2), ("batch_size", 128), ("calib_images", 200), ("eval_bn", "all"))
     a = reproduce(str(out), seeds=(0,), epochs=1, depths=(), progress=False, extra=extra)
     claims = {c["claim"]: c["verdict"] for c in a["claims"]}
     assert len(claims) == 2 * 11 + 2  # 11 claims per BN mode, then KL tracking and cost

@@ -9,6 +9,7 @@ import torch
 from stimulative.core.batchnorm import bn_state
 from stimulative.core.sampling import (
     SamplingSpace,
+    SubnetSpec,
     delete_blocks,
     enumerate_subnets,
     permute_blocks,
@@ -80,7 +81,7 @@ def check_equal(model, specs, bn: str, size: int = 8) -> None:
         assert torch.equal(m0, m1) and torch.equal(v0, v1) and torch.equal(n0, n1)
 
 
-@pytest.mark.parametrize("bn", ["recalibrated", "running"])
+@pytest.mark.parametrize("bn", ["full", "subnet", "running"])
 @pytest.mark.parametrize("kind", ["ordered", "stochastic", "raw", "deletion", "permutation"])
 def test_shared_equals_naive_resnet20(kind: str, bn: str) -> None:
     model = trained_like("resnet20")
@@ -89,7 +90,7 @@ def test_shared_equals_naive_resnet20(kind: str, bn: str) -> None:
     check_equal(model, specs, bn)
 
 
-@pytest.mark.parametrize("bn", ["recalibrated", "running"])
+@pytest.mark.parametrize("bn", ["full", "subnet", "running"])
 @pytest.mark.parametrize("name", ["resnet50_cifar", "mobilenetv3_large_cifar"])
 def test_shared_equals_naive_other_families(name: str, bn: str) -> None:
     model = trained_like(name)
@@ -105,7 +106,7 @@ def test_repeated_and_unsorted_specs() -> None:
     arch = model.architecture
     specs = list(enumerate_subnets(SamplingSpace.default(arch), arch))[::-3]
     specs = specs + specs[:2] + [arch.full()]
-    check_equal(model, specs, "recalibrated")
+    check_equal(model, specs, "subnet")
 
 
 def test_full_network_first_in_walk_order() -> None:
@@ -113,7 +114,7 @@ def test_full_network_first_in_walk_order() -> None:
     arch = model.architecture
     specs = [arch.full(), *enumerate_subnets(SamplingSpace.default(arch), arch)]
     inputs, calibration = data()
-    with SubnetWalk(model, specs, calibration, "recalibrated") as walk:
+    with SubnetWalk(model, specs, calibration, "subnet") as walk:
         first, _ = next(iter(walk(inputs[0])))
     assert 0 in first
 
@@ -124,10 +125,48 @@ def test_evaluate_subnets_matches_naive_scores() -> None:
     specs = list(enumerate_subnets(SamplingSpace.default(arch), arch))[:6]
     inputs, calibration = data()
     labels = [torch.randint(10, (len(x),), generator=torch.Generator().manual_seed(i)) for i, x in enumerate(inputs)]
-    scores = evaluate_subnets(model, specs, list(zip(inputs, labels)), calibration, "recalibrated")
+    scores = evaluate_subnets(model, specs, list(zip(inputs, labels)), calibration, "subnet")
     y = torch.cat(labels)
     for spec, score in zip(specs, scores):
-        logits = torch.cat(naive_subnet_logits(model, spec, inputs, calibration, "recalibrated"))
+        logits = torch.cat(naive_subnet_logits(model, spec, inputs, calibration, "subnet"))
         assert score.spec == spec.to_text()
         assert score.top1 == pytest.approx(100.0 * (logits.argmax(1) == y).float().mean().item())
         assert score.ce == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_bn_protocols_differ_only_where_they_should() -> None:
+    """``full`` and ``subnet`` re-estimate the full network identically; a sub-network sees
+    the full network's statistics under ``full`` and its own under ``subnet``."""
+    model = trained_like("resnet20").double()
+    inputs, calibration = data(8)
+    inputs, calibration = [x.double() for x in inputs], [x.double() for x in calibration]
+    arch = model.architecture
+    small = SubnetSpec.ordered([1, 1, 1])
+
+    def logits(spec, bn):
+        return torch.cat(naive_subnet_logits(model, spec, inputs, calibration, bn))
+
+    assert torch.allclose(logits(arch.full(), "full"), logits(arch.full(), "subnet"), rtol=0, atol=1e-12)
+    assert not torch.allclose(logits(small, "full"), logits(small, "subnet"), atol=1e-6)
+    assert not torch.allclose(logits(small, "full"), logits(small, "running"), atol=1e-6)
+
+
+def test_full_protocol_uses_the_plain_average_of_batch_statistics() -> None:
+    """One BN layer fed two calibration batches: the running mean is the mean of the batch
+    means, the running variance the mean of the (unbiased) batch variances."""
+    from stimulative.core.batchnorm import reestimate_full_network
+
+    bn = torch.nn.BatchNorm2d(1).double()
+    bn.running_mean.fill_(100.0)  # whatever was there before is replaced, not averaged in
+    batches = [torch.tensor([0.0, 2.0]).double().view(2, 1, 1, 1), torch.tensor([4.0, 8.0]).double().view(2, 1, 1, 1)]
+    reestimate_full_network(bn, batches)
+    assert bn.running_mean.item() == pytest.approx(3.5)  # (1 + 6) / 2
+    assert bn.running_var.item() == pytest.approx(5.0)  # (2 + 8) / 2: unbiased batch variances
+
+
+def test_legacy_bn_name_and_unknown_protocol() -> None:
+    from stimulative.core.batchnorm import bn_protocol
+
+    assert bn_protocol("recalibrated") == "subnet" and bn_protocol("full") == "full"
+    with pytest.raises(ValueError, match="choose from full, subnet, running"):
+        bn_protocol("both")

@@ -191,11 +191,11 @@ def test_shared_walk_equals_naive_on_an_adapted_model():
     calib = [torch.randn(8, 1, 16, 16)]
     x = torch.randn(4, 1, 16, 16)
     got = {}
-    for _, idx, logits in subnet_logits(net, specs, [x], calib, "recalibrated"):
+    for _, idx, logits in subnet_logits(net, specs, [x], calib, "subnet"):
         for i in idx:
             got[i] = logits
     for i, spec in enumerate(specs):
-        want = naive_subnet_logits(net, spec, [x], calib, "recalibrated")[0]
+        want = naive_subnet_logits(net, spec, [x], calib, "subnet")[0]
         assert torch.allclose(got[i], want, atol=1e-4), spec
 
 
@@ -333,14 +333,14 @@ def test_family_round_trip(name, tmp_path):
     net.eval()
     spec = sample_subnet(space, arch, "ordered", torch.Generator().manual_seed(7))
     calib, x = [x_all[:32]], data.test.tensors[0][:16]
-    sub = prepare_subnet(net, spec, "recalibrated", calib)
+    sub = prepare_subnet(net, spec, "subnet", calib)
     program, _ = export_program(sub, x[:2])
     source, tensors = standalone_source(program, name, "model.safetensors")
     save_file(tensors, str(tmp_path / "model.safetensors"))
     (tmp_path / "model.py").write_text(source)
     with torch.no_grad():
         got = load_standalone(str(tmp_path / "model.py"))(x)
-    want = naive_subnet_logits(net, spec, [x], calib, "recalibrated")[0]
+    want = naive_subnet_logits(net, spec, [x], calib, "subnet")[0]
     assert torch.allclose(got, want, atol=1e-3 * max(1.0, float(want.abs().max()))), spec
 
 

@@ -330,13 +330,13 @@ def _two_processes_then_one(tmp_path, two: str, one: str) -> None:
     assert cli(["train", *TINY, "--out", two, "--resume", "--ghost-batches", "2"]) == 0
     p = _torchrun([*TINY, "--out", one, "--resume"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("BN statistics") == 1  # only rank 0 prints the summary
+    assert p.stdout.count("BN protocol") == 1  # only rank 0 prints the summary
     assert _step(two) == _step(one) == 8
     assert _max_rel_diff(_weights(two), _weights(one)) < WEIGHT_RTOL
 
     r_two = json.load(open(os.path.join(two, "results.json")))  # evaluated by 1 process
     r_one = json.load(open(os.path.join(one, "results.json")))  # evaluated by 2 processes
-    for bn in ("recalibrated", "running"):
+    for bn in ("subnet", "running"):
         a, b = r_two["by_bn"][bn], r_one["by_bn"][bn]
         assert a["main"]["top1"] == pytest.approx(b["main"]["top1"], abs=0.3)  # one image of 450 may flip
         assert [s["spec"] for s in a["subnets"]["per_subnet"]] == [s["spec"] for s in b["subnets"]["per_subnet"]]

@@ -52,11 +52,11 @@ def timm_run(tmp_path_factory):
 def _reference(run, spec_text: str, bn: str, images: int = 64):
     model, cfg, data, _, _ = RunDir(str(run)).load("cpu")
     x = data.test.tensors[0][:images]
-    calib = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed) if bn == "recalibrated" else []
+    calib = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed) if bn == "subnet" else []
     return x, naive_subnet_logits(model.eval(), parse_spec(spec_text), [x], calib, bn)[0]
 
 
-@pytest.mark.parametrize("bn", ["recalibrated", "running"])
+@pytest.mark.parametrize("bn", ["subnet", "running"])
 def test_native_export_equals_the_subnetwork_inside_the_full_model(native_run, tmp_path, bn):
     out = tmp_path / "m" / "model.safetensors"
     assert (
@@ -89,7 +89,7 @@ def test_standalone_file_runs_without_stimulative_or_timm(timm_run, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(3, 10)"
-    x, want = _reference(timm_run, "1,1,2,1", "recalibrated", 32)
+    x, want = _reference(timm_run, "1,1,2,1", "subnet", 32)
     with torch.no_grad():
         assert torch.allclose(load_standalone(str(tmp_path / "model.py"))(x), want, atol=1e-4)
 

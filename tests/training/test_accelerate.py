@@ -56,12 +56,12 @@ def test_graphs_stay_bounded_through_evaluation() -> None:
     arch = model.architecture
     specs = list(enumerate_subnets(SamplingSpace.default(arch), arch))
     batches = [(torch.randn(5, 3, 8, 8), torch.randint(10, (5,))), (torch.randn(3, 3, 8, 8), torch.randint(10, (3,)))]
-    for bn in ("recalibrated", "running"):
+    for bn in ("subnet", "running"):
         evaluate_subnets(model, specs, batches, [torch.randn(6, 3, 8, 8), torch.randn(2, 3, 8, 8)], bn)
     after_eval = counter.frame_count
     assert after_eval <= bound
     steps(model, torch.Generator().manual_seed(2), 4)
-    for bn in ("recalibrated", "running"):
+    for bn in ("subnet", "running"):
         evaluate_subnets(model, specs[::2], batches, [torch.randn(6, 3, 8, 8)], bn)
     assert counter.frame_count == after_eval
 

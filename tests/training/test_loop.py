@@ -29,15 +29,15 @@ def test_end_to_end_st_run_writes_a_self_describing_folder(tmp_path, capsys):
         assert (out / name).exists(), name
     results = json.loads((out / "results.json").read_text())
     assert {"mode", "model", "dataset", "seed", "epochs", "train_seconds", "bn", "main", "subnets"} <= set(results)
-    assert results["mode"] == "st" and results["model"] == "resnet20" and results["bn"] == "recalibrated"
-    assert set(results["by_bn"]) == {"recalibrated", "running"}
+    assert results["mode"] == "st" and results["model"] == "resnet20" and results["bn"] == "full"
+    assert set(results["by_bn"]) == {"full", "subnet", "running"}
     subnets = results["subnets"]
     assert subnets["count"] == 27 == len(subnets["per_subnet"])
     assert subnets["min"] <= subnets["mean"] <= subnets["max"]
     assert results["main"]["top1"] > 50  # two epochs on the digits already learn something
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert yaml.safe_load((out / "config.yaml").read_text())["mode"] == "st"
-    assert "BN statistics" in capsys.readouterr().out
+    assert "BN protocol" in capsys.readouterr().out
     # re-evaluation without retraining, on named sub-networks and one BN mode
     assert cli(["evaluate", str(out), "--subnets", "1,1,1", "3,3,3", "--bn", "running", "--no-progress"]) == 0
     ev = json.loads((out / "evaluation.json").read_text())
@@ -190,7 +190,7 @@ def test_low_memory_step_equals_the_joint_backward(kl):
 def test_low_memory_training_runs_and_refuses_what_it_cannot_do(tmp_path, capsys):
     out = tmp_path / "low"
     assert cli(["train", *FAST, "--subnets-per-step", "3", "--low-memory", "--out", str(out)]) == 0
-    assert json.loads((out / "results.json").read_text())["by_bn"]["recalibrated"]["main"]["top1"] > 50
+    assert json.loads((out / "results.json").read_text())["by_bn"]["subnet"]["main"]["top1"] > 50
     for bad in (["--amp", "fp16"], ["--ghost-batches", "2"]):
         assert cli(["train", *FAST, "--low-memory", *bad, "--device", "cpu", "--out", str(tmp_path / "bad")]) != 0
         assert "--low-memory" in capsys.readouterr().err

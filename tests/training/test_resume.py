@@ -48,7 +48,7 @@ TINY = [
     "--calib-images",
     "32",
     "--eval-bn",
-    "both",
+    "all",
     "--eval-batch-size",
     "256",
     "--workers",

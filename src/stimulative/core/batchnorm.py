@@ -3,14 +3,36 @@ passes, and recalibrating them (reset, then re-estimate on training images) for 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-BN_MODES = ("recalibrated", "running")
+# The three BN evaluation protocols, named wherever a number is reported:
+# full: the full network's statistics re-estimated on training images, used by every
+#   sub-network (the paper's protocol, as the official code re-estimates after each epoch);
+# subnet: each sub-network's statistics re-estimated on its own (what a deployment does);
+# running: the running (EMA) statistics as trained, no re-estimation.
+BN_PROTOCOLS = ("full", "subnet", "running")
+BN_MODES = BN_PROTOCOLS
+# names used by results written before the protocols were named (read, never written)
+LEGACY_BN_NAMES = {"recalibrated": "subnet"}
+
+
+def bn_protocol(name: str) -> str:
+    """The protocol ``name`` stands for (legacy names accepted); a ValueError listing the
+    protocols otherwise."""
+    name = LEGACY_BN_NAMES.get(name, name)
+    if name not in BN_PROTOCOLS:
+        raise ValueError(f"unknown BN protocol {name!r}; choose from {', '.join(BN_PROTOCOLS)}")
+    return name
+
+
+def needs_calibration(bn: str) -> bool:
+    """Whether protocol ``bn`` re-estimates statistics on training images."""
+    return bn_protocol(bn) != "running"
 
 
 def bn_layers(module: nn.Module) -> list[_BatchNorm]:
@@ -46,6 +68,17 @@ def load_bn_state(module: nn.Module, state: list[tuple[torch.Tensor, ...]]) -> N
         m.running_mean.copy_(mean)
         m.running_var.copy_(var)
         m.num_batches_tracked.copy_(count)
+
+
+@torch.no_grad()
+def reestimate_full_network(model: nn.Module, calibration: Iterable[torch.Tensor]) -> None:
+    """Replace the BN running statistics by those of the full network on ``calibration``
+    batches (train-mode BN, plain average over the batches; the official code does the same
+    after each epoch, averaging per-batch biased variances where PyTorch averages unbiased
+    ones: a factor n/(n-1) with n = batch x height x width, below 1.001 at our sizes)."""
+    with calibration_mode(model):
+        for x in calibration:
+            model(x)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ def evaluate_subnets(
     specs: Sequence[SubnetSpec],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     calibration: Batches = (),
-    bn: str = "recalibrated",
+    bn: str = "subnet",
     progress: Callable[[int], None] | None = None,
 ) -> list[SubnetScore]:
     """Top-1, CE and KL to the full network for each sub-network (shared walk)."""
@@ -64,7 +64,7 @@ def evaluate_full(
     model: ElasticNet,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     calibration: Batches = (),
-    bn: str = "recalibrated",
+    bn: str = "subnet",
 ) -> dict[str, float]:
     """Top-1 and top-5 (%) and mean CE of the full network."""
     top1 = top5 = loss = 0.0

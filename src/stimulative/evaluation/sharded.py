@@ -18,7 +18,7 @@ def evaluate_subnets_sharded(
     specs: Sequence,
     batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     calibration: Sequence[torch.Tensor] = (),
-    bn: str = "recalibrated",
+    bn: str = "subnet",
     progress: Callable[[int], None] | None = None,
 ) -> list:
     """:func:`stimulative.evaluation.subnets.evaluate_subnets` with the sub-networks split across
@@ -38,7 +38,7 @@ def evaluate_full_sharded(
     dataset: Dataset,
     batches: Callable[[Dataset], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     calibration: Sequence[torch.Tensor] = (),
-    bn: str = "recalibrated",
+    bn: str = "subnet",
 ) -> dict[str, float]:
     """:func:`stimulative.evaluation.subnets.evaluate_full` with the test images split across ranks
     (each counted exactly once, no padding) and the per-rank means combined by their

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.batchnorm import BN_MODES, bn_layers, bn_state, calibration_mode, load_bn_state, preserved_bn_state
+from ..core.batchnorm import (
+    bn_layers,
+    bn_protocol,
+    bn_state,
+    calibration_mode,
+    load_bn_state,
+    needs_calibration,
+    preserved_bn_state,
+    reestimate_full_network,
+)
 from ..core.elastic import ElasticNet
 from ..core.sampling import SubnetSpec
 
@@ -39,11 +48,6 @@ def _build_tree(specs: Sequence[SubnetSpec]) -> _Node:
     return root
 
 
-def _check_bn_mode(bn: str) -> None:
-    if bn not in BN_MODES:
-        raise ValueError(f"unknown BN mode {bn!r}; choose from {', '.join(BN_MODES)}")
-
-
 class SubnetWalk:
     """The prefix tree of ``specs`` prepared for inference. Use as a context manager (the
     model's own BN statistics are restored on exit); calling it on an input chunk yields
@@ -51,18 +55,21 @@ class SubnetWalk:
     own leaves (so the first spec comes first whenever it is the deepest on its path, e.g.
     the full network listed first).
 
-    ``bn="recalibrated"``: each sub-network's BN statistics are re-estimated on the
-    ``calibration`` batches (train-mode forward, plain average), as the reference
-    implementation does before every evaluation. ``bn="running"``: the full network's
-    running statistics are used as they are."""
+    ``bn`` names the BN protocol (:data:`stimulative.core.batchnorm.BN_PROTOCOLS`):
+    ``"full"``: the full network's statistics are re-estimated on the ``calibration``
+    batches (train-mode forward, plain average) and every sub-network uses them (the
+    paper's protocol); ``"subnet"``: each sub-network's statistics are re-estimated on
+    them, one tree node at a time; ``"running"``: the running statistics as trained."""
 
     def __init__(
-        self, model: ElasticNet, specs: Sequence[SubnetSpec], calibration: Batches = (), bn: str = "recalibrated"
+        self, model: ElasticNet, specs: Sequence[SubnetSpec], calibration: Batches = (), bn: str = "subnet"
     ) -> None:
-        _check_bn_mode(bn)
-        self.recalibrate = bn == "recalibrated"
-        if self.recalibrate and not calibration:
-            raise ValueError("BN recalibration needs calibration batches (training images)")
+        self.bn = bn_protocol(bn)
+        self.recalibrate = self.bn == "subnet"  # per tree node
+        if needs_calibration(self.bn) and not calibration:
+            raise ValueError(
+                f"the {self.bn!r} BN protocol re-estimates statistics on calibration batches (training images)"
+            )
         self.model, self.calibration = model, calibration
         self.root = _build_tree(specs)
         self.stem_bn: list | None = None
@@ -80,6 +87,8 @@ class SubnetWalk:
                 for x in self.calibration:
                     _calibrate(self.model, self.root, self.model.stem(x))
             self.stem_bn = bn_state(self.model.stem)
+        elif self.bn == "full":
+            reestimate_full_network(self.model, self.calibration)
         self.model.eval()
         return self
 
@@ -145,14 +154,16 @@ def _infer(model: ElasticNet, node: _Node, h: torch.Tensor, recalibrate: bool):
 
 @torch.no_grad()
 def naive_subnet_logits(
-    model: ElasticNet, spec: SubnetSpec, inputs: Batches, calibration: Batches = (), bn: str = "recalibrated"
+    model: ElasticNet, spec: SubnetSpec, inputs: Batches, calibration: Batches = (), bn: str = "subnet"
 ) -> list[torch.Tensor]:
     """One sub-network's logits per input chunk, computed on its own (the reference way)."""
-    _check_bn_mode(bn)
+    bn = bn_protocol(bn)
     with preserved_bn_state(model):
-        if bn == "recalibrated":
+        if bn == "subnet":
             with calibration_mode(model):
                 for x in calibration:
                     model(x, spec)
+        elif bn == "full":
+            reestimate_full_network(model, calibration)
         model.eval()
         return [model(x, spec) for x in inputs]

@@ -1,16 +1,16 @@
 """Destruction of a trained run at test time (paper Fig. 6): delete one block, delete k,
-permute k, in both BN modes, written to ``RUN/destruction.json``."""
+permute k, under the three BN protocols, written to ``RUN/destruction.json``."""
 
 from __future__ import annotations
 
 from ..analysis.destruction import run_destruction
-from ..core.batchnorm import BN_MODES
+from ..core.batchnorm import BN_PROTOCOLS, needs_calibration
 from ..runtime.files import read_json_or_none, write_json
 from ..training.run_dir import RunDir
 
 
 def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = 100, write: bool = True) -> dict:
-    """``{bn: result}`` for both BN modes (see :func:`run_destruction`); with ``write`` the
+    """``{bn: result}`` for the three BN protocols (see :func:`run_destruction`); with ``write`` the
     result replaces ``RUN/destruction.json``."""
     run = RunDir(run_dir)
     loaded = run.load(device)
@@ -19,9 +19,9 @@ def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit:
     batches = lambda: data.eval_batches(data.test, cfg.eval_batch_size)  # noqa: E731
     result = {
         bn: run_destruction(
-            loaded.model, batches, calibration if bn == "recalibrated" else [], bn, max_k, limit, cfg.seed
+            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, cfg.seed
         )
-        for bn in BN_MODES
+        for bn in BN_PROTOCOLS
     }
     if write:
         write_json(run.file(RunDir.DESTRUCTION), result)

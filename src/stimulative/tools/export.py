@@ -3,8 +3,8 @@
 ``stimulative export RUN_DIR --subnet 2,3,1 --out model.safetensors`` writes, side by side:
 
 * ``model.safetensors``: the sub-network's weights only (stem, kept blocks, head), with its
-  BatchNorm statistics recalibrated for it (``--bn recalibrated``, the default) or the full
-  network's running ones (``--bn running``);
+  BatchNorm statistics re-estimated for it (``--bn subnet``, the default), the full
+  network's re-estimated ones (``--bn full``) or the running ones as trained (``--bn running``);
 * ``model.py``: a self-contained module file that needs only PyTorch and safetensors (no
   stimulative, no timm): ``from model import load; net = load()`` (or
   ``load("path/to/model.safetensors")``), then ``net(images)``;
@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..core.batchnorm import calibration_mode
+from ..core.batchnorm import BN_PROTOCOLS, calibration_mode, needs_calibration, reestimate_full_network
 from ..core.elastic import ElasticNet
 from ..core.sampling import SubnetSpec, parse_spec
 from ..evaluation.walk import naive_subnet_logits
@@ -42,22 +42,27 @@ from ..runtime.measure import count_params, forward_flops
 from ..training.run_dir import RunDir
 from .pareto import SubnetModule
 
-EXPORT_BN = ("recalibrated", "running")
+EXPORT_BN = BN_PROTOCOLS
 
 
 class ExportError(ValueError):
     """A sub-network cannot be exported as asked; the message says why."""
 
 
-def prepare_subnet(model: ElasticNet, spec: SubnetSpec, bn: str = "recalibrated", calibration=()) -> SubnetModule:
-    """A copy of the sub-network (only its modules) in eval mode, its BN statistics
-    recalibrated on ``calibration`` batches or kept from the full network."""
+def prepare_subnet(model: ElasticNet, spec: SubnetSpec, bn: str = "subnet", calibration=()) -> SubnetModule:
+    """A copy of the sub-network (only its modules) in eval mode with the BN statistics of
+    protocol ``bn``: re-estimated for it (subnet) or for the full network (full) on
+    ``calibration`` batches, or the running ones (running)."""
     if bn not in EXPORT_BN:
-        raise ExportError(f"unknown BN mode {bn!r}; choose from {', '.join(EXPORT_BN)}")
-    sub = copy.deepcopy(SubnetModule(model, spec))
-    if bn == "recalibrated":
-        if not calibration:
-            raise ExportError("BN recalibration needs calibration batches (training images)")
+        raise ExportError(f"unknown BN protocol {bn!r}; choose from {', '.join(EXPORT_BN)}")
+    if needs_calibration(bn) and not calibration:
+        raise ExportError(f"the {bn!r} BN protocol re-estimates statistics on calibration batches (training images)")
+    source = model
+    if bn == "full":
+        source = copy.deepcopy(model)
+        reestimate_full_network(source, calibration)
+    sub = copy.deepcopy(SubnetModule(source, spec))
+    if bn == "subnet":
         with torch.no_grad(), calibration_mode(sub):
             for x in calibration:
                 sub(x)
@@ -221,7 +226,7 @@ def export_run(
     run_dir: str,
     subnet: str,
     out: str = "",
-    bn: str = "recalibrated",
+    bn: str = "subnet",
     torchscript: str = "",
     onnx: str = "",
     pt2: str = "",
@@ -252,7 +257,7 @@ def export_run(
     model.architecture.validate(spec)
     calibration = (
         data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, 0, str(dev))
-        if bn == "recalibrated"
+        if needs_calibration(bn)
         else []
     )
     sub = prepare_subnet(model, spec, bn, calibration)

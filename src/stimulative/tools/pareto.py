@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..core.batchnorm import bn_protocol, needs_calibration
 from ..core.elastic import ElasticNet
 from ..core.sampling import BRANCH, SubnetSpec, parse_spec
 from ..runtime.measure import count_params, forward_flops
@@ -134,7 +135,7 @@ def measure_subnets(
 
 def pareto_run(
     run_dir: str,
-    bn: str = "recalibrated",
+    bn: str = "subnet",
     max_subnets: int | None = None,
     min_depths: str | None = None,
     latency_batch: int = 1,
@@ -157,8 +158,7 @@ def pareto_run(
 
     if latency_stat not in ("median", "min"):
         raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
-    if bn not in ("recalibrated", "running"):
-        raise ValueError(f"unknown BN mode {bn!r}; choose from recalibrated, running")
+    bn = bn_protocol(bn)
     if (
         os.path.basename(out) != out
         or not out.endswith(".json")
@@ -194,7 +194,7 @@ def pareto_run(
     else:
         calibration = (
             data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, 0, str(dev))
-            if bn == "recalibrated"
+            if needs_calibration(bn)
             else []
         )
         test = data.eval_batches(data.test, cfg.eval_batch_size, 0, str(dev))

@@ -14,7 +14,7 @@ from ..training.run_dir import RunDir
 def reevaluate(
     run_dir: str,
     subnets: list[str] | None = None,
-    bn: str = "both",
+    bn: str = "all",
     max_subnets: int | None = None,
     min_depths: str | None = None,
     out: str = RunDir.EVALUATION,

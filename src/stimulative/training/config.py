@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from ..core.batchnorm import BN_PROTOCOLS
 from ..core.resolution import parse_resolution
 from ..models.adapter import parse_model_args
 
 MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
-EVAL_BN = ("both", "recalibrated", "running")
+EVAL_BN = ("all", *BN_PROTOCOLS)
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -124,8 +125,10 @@ class TrainConfig:
     )
     # evaluation
     eval_bn: str = _opt(
-        "both",
-        "BN statistics for evaluation: recalibrated per sub-network, the full network's running ones, or both",
+        "all",
+        "BN protocol(s) of the final evaluation: full (the full network's statistics re-estimated on --calib-images "
+        "training images, used by every sub-network: the paper's), subnet (each sub-network re-estimated: what a "
+        "deployment does), running (the statistics as trained), or all three",
         EVAL_BN,
     )
     calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
@@ -329,6 +332,12 @@ def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a saved configuration (unknown keys from other versions are ignored)."""
+    """Rebuild a saved configuration (unknown keys from other versions are ignored, and
+    BN protocol names written before the protocols were named are translated)."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in known})
+    values = {k: v for k, v in data.items() if k in known}
+    values["eval_bn"] = LEGACY_EVAL_BN.get(values.get("eval_bn"), values.get("eval_bn", "all"))
+    return TrainConfig(**values)
+
+
+LEGACY_EVAL_BN = {"both": "all", "recalibrated": "subnet"}

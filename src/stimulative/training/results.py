@@ -8,6 +8,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..core.batchnorm import BN_PROTOCOLS, needs_calibration
 from ..core.elastic import ElasticNet
 from ..core.sampling import SamplingSpace, SubnetSpec, parse_spec, select_subnets
 from ..core.spaces import build_space
@@ -32,12 +33,15 @@ def evaluate_run(
     """``{"bn", "main": {top1, top5, ce}, "subnets": {count, mean, std, min, max, per_subnet}}``."""
     calibration = (
         data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers, str(device))
-        if bn == "recalibrated"
+        if needs_calibration(bn)
         else []
     )
     test = lambda: data.eval_batches(data.test, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
+    run_bn = bn
     if cfg.mode == "individual":
-        main = evaluate_full_of(model, parse_spec(cfg.subnet), test(), calibration, bn)
+        # the trained sub-network is this run's whole network: "full" re-estimates its statistics
+        run_bn = "subnet" if bn == "full" else bn
+        main = evaluate_full_of(model, parse_spec(cfg.subnet), test(), calibration, run_bn)
     else:  # under torchrun: each rank a share of the test images, each counted once
         main = evaluate_full_sharded(
             model,
@@ -53,7 +57,7 @@ def evaluate_run(
         disable=not cfg.progress or not is_main(),
         leave=False,
     )
-    scores = evaluate_subnets_sharded(model, specs, test, calibration, bn, progress=bar.update)
+    scores = evaluate_subnets_sharded(model, specs, test, calibration, run_bn, progress=bar.update)
     bar.close()
     return {"bn": bn, "main": main, "subnets": summarize(scores)}
 
@@ -84,7 +88,7 @@ def finish(
             if cfg.mode == "individual"
             else select_subnets(space, arch, cfg.eval_subnets, cfg.seed)
         )
-    modes = ["recalibrated", "running"] if cfg.eval_bn == "both" else [cfg.eval_bn]
+    modes = list(BN_PROTOCOLS) if cfg.eval_bn == "all" else [cfg.eval_bn]
     by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn) for bn in modes}
     first = by_bn[modes[0]]
     results = {
@@ -115,7 +119,7 @@ def print_summary(results: dict) -> None:
         f"\n{results['mode'].upper()} {results['model']} on {results['dataset']} (seed {results['seed']}, "
         f"{results['epochs']} epochs, {results['train_seconds']:.0f} s)"
     )
-    print(f"{'BN statistics':<14} {'full top-1':>10} {'subnets':>8} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}")
+    print(f"{'BN protocol':<14} {'full top-1':>10} {'subnets':>8} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}")
     for bn, r in results["by_bn"].items():
         s = r["subnets"]
         print(
