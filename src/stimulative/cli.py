@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except KeyboardInterrupt:
-        print("stimulative: interrupted; resume with --resume", file=sys.stderr)
+        print("stimulative: interrupted", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError, OSError) as e:
         if os.environ.get("STIMULATIVE_DEBUG"):

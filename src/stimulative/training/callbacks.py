@@ -129,6 +129,29 @@ class Checkpointer(Callback):
             ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
 
 
+class ConsoleLog(Callback):
+    """One line per epoch on the console, with or without the progress bar (what a log file
+    on a cluster keeps): mean loss, CE, KL, learning rate, the epoch's test top-1 and time."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.clock = time.perf_counter()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
+        record = trainer.last_record
+        if not trainer.env.is_main or record is None:
+            return
+        now, width = time.perf_counter(), len(str(trainer.cfg.epochs))
+        top1 = record.get("test_top1_running_bn")
+        text = (
+            f"epoch {epoch + 1:>{width}}/{trainer.cfg.epochs}  loss {record['loss']:.4f}  ce {record['ce']:.4f}  "
+            f"kl {record['kl']:.4f}  lr {record['lr']:.5f}"
+            + (f"  test top-1 (running BN) {top1:.2f}" if top1 is not None else "")
+            + f"  {now - self.clock:.1f} s"
+        )
+        self.clock = now
+        tqdm.write(text) if trainer.cfg.progress else print(text, flush=True)
+
+
 class EpochRecord(Callback):
     """The epoch's line in metrics.jsonl (and TensorBoard), after its checkpoint: mean
     losses, learning rate, the full network's test top-1 with its running BN statistics."""
@@ -150,6 +173,7 @@ class EpochRecord(Callback):
             "train_seconds": trainer.train_seconds,
         }
         append_record(trainer.run.file(RunDir.METRICS), record)
+        trainer.last_record = record
         if trainer.writer is not None:
             for k in ("loss", "ce", "kl"):
                 trainer.writer.add_scalar(f"epoch/{k}", record[k], at_step)
@@ -184,10 +208,11 @@ def forget_redone_work(run: RunDir, step: int, steps_per_epoch: int, redo_epoch_
 
 
 def tensorboard_writer(run: RunDir, purge_step: int | None = None):
-    """A TensorBoard writer in ``RUN/tb``, or None if tensorboard is not installed."""
+    """A TensorBoard writer in ``RUN/tb``, or None (said once) if tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
+        print("TensorBoard logs skipped: tensorboard is not installed (pip install 'stimulative[tensorboard]')")
         return None
     # on resume, purge_step drops the events logged after the checkpoint (they are redone)
     return SummaryWriter(run.file(RunDir.TENSORBOARD), purge_step=purge_step)

@@ -5,6 +5,7 @@ and individual training of one sub-network, shaped like torchvision's reference 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 
@@ -23,6 +24,7 @@ from .accelerate import prepare_model
 from .callbacks import (
     Callback,
     Checkpointer,
+    ConsoleLog,
     EpochRecord,
     KLTracker,
     ProgressBar,
@@ -82,7 +84,13 @@ def main(cfg: TrainConfig) -> dict:
     Started by ``torchrun`` with several processes, it trains with DistributedDataParallel
     (see :mod:`stimulative.runtime.distributed`); only rank 0 writes into the run folder."""
     with distributed.distributed_session(resolve_device(cfg.device)) as env:
-        return Trainer(cfg, env).fit()
+        trainer = Trainer(cfg, env)
+        try:
+            return trainer.fit()
+        except KeyboardInterrupt:
+            if env.is_main:
+                print(trainer.interrupted_message(), file=sys.stderr)
+            raise
 
 
 class Trainer:
@@ -137,7 +145,8 @@ class Trainer:
         self.runner = self._ddp_runner()
         self.loss_options = LossOptions.from_config(cfg)
         self.writer = None
-        self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord()]
+        self.last_record: dict | None = None  # the last epoch's line of metrics.jsonl
+        self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), ConsoleLog()]
         if cfg.track_kl and self.policy.fixed is None:
             self.callbacks.append(KLTracker())
 
@@ -231,8 +240,31 @@ class Trainer:
         for c in self.callbacks:
             c.on_step_end(self, step, sums)
 
+    def _announce(self) -> None:
+        """The run folder first, then where training starts."""
+        if not self.env.is_main:
+            return
+        print(f"run folder: {self.run.path}")
+        epoch, within = divmod(self.step, self.steps_per_epoch)
+        if self.resumed:
+            print(f"resuming from step {self.step} of {self.total_steps} (epoch {epoch + 1}, step {within} of it)")
+        elif self.cfg.resume:
+            print("no checkpoint was written before the interruption: starting from step 0")
+
+    def interrupted_message(self) -> str:
+        """What an interrupted run left, and how to continue it."""
+        found = self.run.latest_checkpoint()
+        if found is None:
+            return (
+                "interrupted before the first checkpoint: nothing to resume; "
+                f"start again with --out {self.run.path} --force"
+            )
+        step = ckpt.load_meta(found)["step"]
+        return f"interrupted; the checkpoint at step {step} is kept: continue with --out {self.run.path} --resume"
+
     def _start(self) -> dict | None:
         """Open the writers, redo a resumed epoch's end, measure loafing before fine-tuning."""
+        self._announce()
         spe, step = self.steps_per_epoch, self.step
         redo_epoch_end = self.resumed and step > 0 and step % spe == 0 and self.resumed_sums is not None
         if self.cfg.resume and self.env.is_main:
@@ -262,7 +294,16 @@ class Trainer:
         return before
 
     def fit(self) -> dict:
-        """Train to the last step, then evaluate and write results.json."""
+        """Train to the last step, then evaluate and write results.json (a finished run's
+        results are returned as they are)."""
+        done = self.run.results() if self.step >= self.total_steps else None
+        if done is not None:
+            if self.env.is_main:
+                print(
+                    f"{self.run.path} is finished (all {self.total_steps} steps): results in "
+                    f"{self.run.file(RunDir.RESULTS)}"
+                )
+            return done
         before = self._start()
         cfg, spe = self.cfg, self.steps_per_epoch
         while self.step < self.total_steps:

@@ -117,7 +117,7 @@ def finish(
 def print_summary(results: dict) -> None:
     print(
         f"\n{results['mode'].upper()} {results['model']} on {results['dataset']} (seed {results['seed']}, "
-        f"{results['epochs']} epochs, {results['train_seconds']:.0f} s)"
+        f"{results['epochs']} epoch{'s' if results['epochs'] != 1 else ''}, {results['train_seconds']:.0f} s)"
     )
     print(f"{'BN protocol':<14} {'full top-1':>10} {'subnets':>8} {'mean':>7} {'std':>6} {'min':>7} {'max':>7}")
     for bn, r in results["by_bn"].items():
