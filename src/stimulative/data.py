@@ -85,6 +85,21 @@ def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     return np.sort(np.concatenate(keep))
 
 
+# the validation split does not depend on the run's seed (like the test split): seeds then
+# differ in initialisation, data order and sampled sub-networks, not in the data they see
+VAL_SEED = 12345
+
+
+def hold_out(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, held_out)`` indices: a fixed, stratified ``fraction`` held out (none if 0)."""
+    if fraction == 0:
+        return np.arange(len(labels)), np.arange(0)
+    if not 0 < fraction < 1:
+        raise DataError(f"validation fraction must be in [0, 1), got {fraction}")
+    held = stratified_fraction(labels, fraction, VAL_SEED)
+    return np.setdiff1d(np.arange(len(labels)), held), held
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
     """``(epoch, index)`` pairs of one epoch, the indices in the order of
     :func:`epoch_permutation`, from index ``start``; :meth:`set_epoch` moves it to another
@@ -123,7 +138,9 @@ class DataSource:
     """Training and evaluation batches of one data set.
 
     ``train`` and ``test`` are map-style datasets of ``(image tensor, label)``;
-    ``calibration`` holds training images with test-time transforms (for BN recalibration)."""
+    ``calibration`` holds training images with test-time transforms (for BN recalibration);
+    ``val`` the held-out validation images (test-time transforms) for per-epoch numbers and
+    best-epoch selection, or None."""
 
     name: str
     train: Dataset
@@ -135,6 +152,7 @@ class DataSource:
     in_memory: bool = False  # small tensors kept whole: index them, skip DataLoader workers
     augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
     skipped: tuple[str, ...] = ()  # unreadable files left out (imagefolder with skip_corrupt)
+    val: Dataset | None = None
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)  # persistent DataLoaders by use
 
     def train_batches(
@@ -261,9 +279,12 @@ def random_shift(pad: int):
     return apply
 
 
-def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = False, resize: int = 0) -> DataSource:
+def load_digits_data(
+    seed: int, train_fraction: float = 1.0, augment: bool = False, resize: int = 0, val_fraction: float = 0.0
+) -> DataSource:
     """scikit-learn's digits: a fixed stratified 75/25 split (independent of the run's seed),
-    pixels scaled to [0, 1] then standardised with the training split's mean and std.
+    ``val_fraction`` of the training split held out for validation (fixed, stratified), pixels
+    scaled to [0, 1] then standardised with the training images' mean and std.
     ``resize``: upsample the 8x8 images (bilinear) to this side, for models that need larger
     inputs; the random shifts of ``augment`` scale with it (one original pixel)."""
     from sklearn.datasets import load_digits
@@ -273,6 +294,9 @@ def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = Fal
     x = digits.images.astype(np.float32) / 16.0
     y = digits.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, stratify=y, random_state=0)
+    rest, held = hold_out(y_tr, val_fraction)
+    x_val, y_val = x_tr[held], y_tr[held]
+    x_tr, y_tr = x_tr[rest], y_tr[rest]
     keep = stratified_fraction(y_tr, train_fraction, seed)
     x_tr, y_tr = x_tr[keep], y_tr[keep]
     mean, std = float(x_tr.mean()), float(x_tr.std())
@@ -285,8 +309,9 @@ def load_digits_data(seed: int, train_fraction: float = 1.0, augment: bool = Fal
         )  # noqa: E731
     train = TensorData(as_tensor(x_tr), torch.from_numpy(y_tr))
     test = TensorData(as_tensor(x_te), torch.from_numpy(y_te))
+    val = TensorData(as_tensor(x_val), torch.from_numpy(y_val)) if len(y_val) else None
     shift = random_shift(max(1, round(side / 8))) if augment else None
-    return DataSource("digits", train, test, train, 10, 1, side, in_memory=True, augment=shift)
+    return DataSource("digits", train, test, train, 10, 1, side, in_memory=True, augment=shift, val=val)
 
 
 CIFAR_FOLDERS = {
@@ -327,7 +352,13 @@ class CifarBinary(Dataset):
 
 
 def load_cifar(
-    name: str, root: str, seed: int, train_fraction: float = 1.0, download: bool = False, resize: int = 0
+    name: str,
+    root: str,
+    seed: int,
+    train_fraction: float = 1.0,
+    download: bool = False,
+    resize: int = 0,
+    val_fraction: float = 0.0,
 ) -> DataSource:
     """CIFAR-10/100 under ``root``: the binary version (``cifar-10-batches-bin``,
     ``cifar-100-binary``, read directly) or the python version through torchvision (whose
@@ -361,8 +392,16 @@ def load_cifar(
                 f"{name} not found under {root!r}: extract the official archive there (giving {binary} or {python}), "
                 f"or pass --download to fetch it"
             ) from None
-    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
-    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32)
+    keep, held = _train_and_val(np.asarray(train.targets), train_fraction, seed, val_fraction)
+    val = Subset(calib, held) if len(held) else None
+    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32, val=val)
+
+
+def _train_and_val(labels: np.ndarray, train_fraction: float, seed: int, val_fraction: float):
+    """Indices of the training images used (a seeded fraction of those not held out) and of
+    the held-out validation images (see :func:`hold_out`)."""
+    rest, held = hold_out(labels, val_fraction)
+    return rest[stratified_fraction(labels[rest], train_fraction, seed)], held
 
 
 def load_image(path: str):
@@ -411,6 +450,7 @@ def load_imagefolder(
     image_size: int = 224,
     skip_corrupt: bool = False,
     workers: int = 0,
+    val_fraction: float = 0.0,
 ) -> DataSource:
     """ImageNet-style folders ``root/train/<class>/*`` and ``root/val/<class>/*``: random
     resized crop and flip for training, resize then centre crop for evaluation.
@@ -450,7 +490,7 @@ def load_imagefolder(
                 f"skipped {len(skipped)} unreadable or corrupt image(s) under {root!r}, e.g. {skipped[0]!r}",
                 file=sys.stderr,
             )
-    keep = stratified_fraction(np.asarray(train.targets), train_fraction, seed)
+    keep, held = _train_and_val(np.asarray(train.targets), train_fraction, seed, val_fraction)
     return DataSource(
         "imagefolder",
         Subset(train, keep),
@@ -460,6 +500,7 @@ def load_imagefolder(
         3,
         image_size,
         skipped=skipped,
+        val=Subset(calib, held) if len(held) else None,
     )
 
 
@@ -474,11 +515,13 @@ def load_data(
     resize: int = 0,
     skip_corrupt: bool = False,
     workers: int = 0,
+    val_fraction: float = 0.0,
 ) -> DataSource:
+    """The data set ``name``; ``val_fraction`` of its training images held out for validation."""
     if name == "digits":
-        return load_digits_data(seed, train_fraction, augment, resize)
+        return load_digits_data(seed, train_fraction, augment, resize, val_fraction)
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, seed, train_fraction, download, resize)
+        return load_cifar(name, root, seed, train_fraction, download, resize, val_fraction)
     if name == "imagefolder":
-        return load_imagefolder(root, seed, train_fraction, image_size, skip_corrupt, workers)
+        return load_imagefolder(root, seed, train_fraction, image_size, skip_corrupt, workers, val_fraction)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

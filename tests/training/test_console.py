@@ -32,7 +32,7 @@ def test_epoch_lines_and_the_run_folder_come_first(capsys, tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     assert all(
-        re.search(r"loss \d+\.\d{4}  ce .* kl .* lr .* test top-1 \(running BN\) \d+\.\d\d  \d+\.\d s$", x)
+        re.search(r"loss \d+\.\d{4}  ce .* kl .* lr .* val top-1 \(full BN\) \d+\.\d\d  \d+\.\d s$", x)
         for x in lines
     )
     assert "2 epochs" in text

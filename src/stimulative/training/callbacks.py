@@ -16,6 +16,7 @@ from ..evaluation.sharded import evaluate_full_sharded
 from ..runtime import distributed
 from ..runtime.files import append_record, truncate_records
 from . import checkpoint as ckpt
+from .checkpoint import save_weights
 from .rng import rng_state
 from .run_dir import RunDir, TrainingError
 from .sums import global_sums, means
@@ -124,6 +125,7 @@ class Checkpointer(Callback):
             "in_chans": data.in_chans,
             "config": cfg.to_dict(),
             "world_size": trainer.env.world_size,
+            "best": trainer.best,
         }
         if trainer.env.is_main:
             ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
@@ -131,7 +133,7 @@ class Checkpointer(Callback):
 
 class ConsoleLog(Callback):
     """One line per epoch on the console, with or without the progress bar (what a log file
-    on a cluster keeps): mean loss, CE, KL, learning rate, the epoch's test top-1 and time."""
+    on a cluster keeps): mean loss, CE, KL, learning rate, the validation top-1 and time."""
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.clock = time.perf_counter()
@@ -141,11 +143,12 @@ class ConsoleLog(Callback):
         if not trainer.env.is_main or record is None:
             return
         now, width = time.perf_counter(), len(str(trainer.cfg.epochs))
-        top1 = record.get("test_top1_running_bn")
+        top1 = record.get(validation_key(trainer.cfg))
+        split = "test" if trainer.cfg.select_on_test else "val"
         text = (
             f"epoch {epoch + 1:>{width}}/{trainer.cfg.epochs}  loss {record['loss']:.4f}  ce {record['ce']:.4f}  "
             f"kl {record['kl']:.4f}  lr {record['lr']:.5f}"
-            + (f"  test top-1 (running BN) {top1:.2f}" if top1 is not None else "")
+            + (f"  {split} top-1 (full BN) {top1:.2f}" if top1 is not None else "")
             + f"  {now - self.clock:.1f} s"
         )
         self.clock = now
@@ -154,31 +157,63 @@ class ConsoleLog(Callback):
 
 class EpochRecord(Callback):
     """The epoch's line in metrics.jsonl (and TensorBoard), after its checkpoint: mean
-    losses, learning rate, the full network's test top-1 with its running BN statistics."""
+    losses, learning rate, and the full network's top-1 on the validation split under the
+    ``full`` BN protocol (statistics re-estimated, as the official code does after each
+    epoch; restored afterwards, so training goes on with its own running statistics)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
-        quick = {}
-        if trainer.policy.fixed is None:
-            quick = evaluate_full_sharded(trainer.model, trainer.data.test, trainer.eval_batches, bn="running")
+        top1 = validation_top1(trainer) if trainer.policy.fixed is None else None
         sums = global_sums(sums, trainer.device)
         if not trainer.env.is_main:
             return
         at_step = (epoch + 1) * trainer.steps_per_epoch
-        record = {
-            "epoch": epoch + 1,
-            "step": at_step,
-            "lr": trainer.scheduler.get_last_lr()[0],
-            **means(sums),
-            "test_top1_running_bn": quick.get("top1"),
-            "train_seconds": trainer.train_seconds,
-        }
+        record = {"epoch": epoch + 1, "step": at_step, "lr": trainer.scheduler.get_last_lr()[0], **means(sums)}
+        if top1 is not None:
+            record[validation_key(trainer.cfg)] = top1
+        record["train_seconds"] = trainer.train_seconds
         append_record(trainer.run.file(RunDir.METRICS), record)
         trainer.last_record = record
         if trainer.writer is not None:
             for k in ("loss", "ce", "kl"):
                 trainer.writer.add_scalar(f"epoch/{k}", record[k], at_step)
-            if quick:
-                trainer.writer.add_scalar("epoch/test_top1_running_bn", quick["top1"], at_step)
+            if top1 is not None:
+                trainer.writer.add_scalar(f"epoch/{validation_key(trainer.cfg)}", top1, at_step)
+
+
+def validation_key(cfg) -> str:
+    """The name of the per-epoch top-1 in metrics.jsonl: it says which split it is on."""
+    return "test_top1_full_bn" if cfg.select_on_test else "val_top1_full_bn"
+
+
+def validation_top1(trainer: Trainer) -> float | None:
+    """The full network's top-1 on the validation split (or the test split with
+    --select-on-test) under the ``full`` BN protocol; None without a validation split."""
+    data, cfg = trainer.data, trainer.cfg
+    dataset = data.test if cfg.select_on_test else data.val
+    if dataset is None:
+        return None
+    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers,
+                                          str(trainer.device))  # fmt: skip
+    return evaluate_full_sharded(trainer.model, dataset, trainer.eval_batches, calibration, "full")["top1"]
+
+
+class BestEpoch(Callback):
+    """Keeps the weights of the epoch with the best validation top-1 (ties: the later epoch,
+    as the official code) in ``RUN/best.safetensors``; :attr:`Trainer.best` says which."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
+        record = trainer.last_record
+        key = validation_key(trainer.cfg)
+        if not trainer.env.is_main or record is None or record.get(key) is None:
+            return
+        best = trainer.best
+        if best is None or record[key] >= best["top1"]:
+            trainer.best = {
+                "epoch": epoch + 1,
+                "top1": record[key],
+                "split": "test" if trainer.cfg.select_on_test else "val",
+            }
+            save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS))
 
 
 class KLTracker(Callback):

@@ -48,13 +48,23 @@ def _write_file(path: str, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def weights_bytes(model: nn.Module) -> bytes:
+    """The model's state dict as safetensors bytes."""
+    return save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def save_weights(model: nn.Module, path: str) -> None:
+    """Write the model's weights to ``path`` (.safetensors) atomically."""
+    _write_file(path + ".tmp", weights_bytes(model))
+    os.replace(path + ".tmp", path)
+
+
 def serialize(model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, bytes]:
     """The three files of a checkpoint, as bytes."""
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return {
-        "model.safetensors": save_safetensors(weights),
+        "model.safetensors": weights_bytes(model),
         "state.pt": buffer.getvalue(),
         "meta.json": json.dumps(meta, indent=1).encode(),
     }
@@ -131,8 +141,13 @@ def check_compatible(folder: str, meta: dict[str, Any], model: str, num_classes:
 
 
 def load_weights(folder: str, model: nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model``, naming any mismatch of architecture."""
-    path = os.path.join(folder, "model.safetensors")
+    """Load the checkpoint's ``model.safetensors`` into ``model``, naming any mismatch of architecture."""
+    load_weights_file(os.path.join(folder, "model.safetensors"), model, f"checkpoint {folder!r}")
+
+
+def load_weights_file(path: str, model: nn.Module, what: str = "") -> None:
+    """Load the weights file ``path`` (.safetensors) into ``model``; ``what`` names it in errors."""
+    folder = what or f"weights {path!r}"
     try:
         with open(path, "rb") as fh:
             weights = load_safetensors(fh.read())
@@ -145,18 +160,18 @@ def load_weights(folder: str, model: nn.Module) -> None:
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {folder!r} is for another architecture: "
+            f"{folder} is for another architecture: "
             f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     for k, v in weights.items():
         if v.shape != expected[k].shape:
             raise CheckpointError(
-                f"checkpoint {folder!r} does not fit this model: {k} has shape {tuple(v.shape)}, "
+                f"{folder} does not fit this model: {k} has shape {tuple(v.shape)}, "
                 f"the model expects {tuple(expected[k].shape)} (another number of classes or channels?)"
             )
         if v.dtype != expected[k].dtype:
             raise CheckpointError(
-                f"checkpoint {folder!r} does not fit this model: {k} is {v.dtype}, the model has {expected[k].dtype}"
+                f"{folder} does not fit this model: {k} is {v.dtype}, the model has {expected[k].dtype}"
             )
     model.load_state_dict(weights)
 

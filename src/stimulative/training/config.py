@@ -42,6 +42,16 @@ class TrainConfig:
     )
     download: bool = _opt(False, "download CIFAR into --data-root if it is missing")
     train_fraction: float = _opt(1.0, "seeded, stratified fraction of the training split to use")
+    val_fraction: float = _opt(
+        0.1,
+        "fraction of the training split held out (fixed, stratified) for the per-epoch validation top-1 and the "
+        "best epoch; the test split is used only at the end; 0: no validation split",
+    )
+    select_on_test: bool = _opt(
+        False,
+        "per-epoch numbers and the best epoch on the test split instead (what the official code does with ImageNet's "
+        "val set); results.json then says so",
+    )
     augment: bool = _opt(
         False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)"
     )
@@ -131,7 +141,7 @@ class TrainConfig:
         "deployment does), running (the statistics as trained), or all three",
         EVAL_BN,
     )
-    calib_images: int = _opt(2000, "training images used to recalibrate BN statistics")
+    calib_images: int = _opt(2000, "training images the BN statistics are re-estimated on (full and subnet protocols)")
     eval_min_depths: str = _opt(
         "", "sampling space to evaluate, as minimum depths per stage (default: the training space)"
     )
@@ -197,6 +207,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first impossible value."""
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -332,11 +344,13 @@ def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a saved configuration (unknown keys from other versions are ignored, and
-    BN protocol names written before the protocols were named are translated)."""
+    """Rebuild a saved configuration (unknown keys from other versions are ignored, BN
+    protocol names written before the protocols were named are translated, and a run saved
+    before the validation split existed keeps its whole training split)."""
     known = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in data.items() if k in known}
     values["eval_bn"] = LEGACY_EVAL_BN.get(values.get("eval_bn"), values.get("eval_bn", "all"))
+    values.setdefault("val_fraction", 0.0)  # saved before the validation split existed: trained on all of it
     return TrainConfig(**values)
 
 

@@ -5,10 +5,10 @@ inputs, is counted as it trains)."""
 from __future__ import annotations
 
 from ..core.spaces import build_space
-from ..data import load_data
 from ..runtime.measure import count_flops
 from .config import config_from_dict
 from .model_setup import build_model
+from .run_data import load_run_data
 from .steps import LossOptions, StepPolicy, run_step
 
 
@@ -17,7 +17,7 @@ def training_flops(config: dict, samples: int = 8) -> dict:
     over the run (their sub-networks and lambda vary) times the number of steps. Evaluation
     is not counted (it is the same for every mode)."""
     cfg = config_from_dict(config)
-    data = load_data(cfg.dataset, cfg.data_root, cfg.seed, cfg.train_fraction, resize=cfg.resize)
+    data = load_run_data(cfg)
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size, pretrained=False, log=lambda _: None)
     model.train()
     arch = model.architecture

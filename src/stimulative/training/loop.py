@@ -5,6 +5,7 @@ and individual training of one sub-network, shaped like torchvision's reference 
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -15,13 +16,14 @@ from ..analysis.loafing import loafing_change
 from ..core.elastic import ElasticNet
 from ..core.resolution import parse_resolution
 from ..core.spaces import build_space
-from ..data import load_data
+from ..evaluation.sharded import evaluate_full_sharded
 from ..runtime import distributed
 from ..runtime.device import resolve_device
 from ..runtime.files import read_json_or_none
 from . import checkpoint as ckpt
 from .accelerate import prepare_model
 from .callbacks import (
+    BestEpoch,
     Callback,
     Checkpointer,
     ConsoleLog,
@@ -37,6 +39,7 @@ from .model_setup import build_model, check_input_size, load_initial_weights
 from .optim import make_optimizer, make_scheduler
 from .results import finish, print_summary
 from .rng import seed_everything, set_rng_state
+from .run_data import load_run_data
 from .run_dir import RunDir
 from .steps import LossOptions, StepOutput, StepPolicy, joint_forward, run_step
 from .sums import add_step, new_epoch_sums
@@ -102,18 +105,7 @@ class Trainer:
         self.run = RunDir(cfg.run_dir())
         self.cfg = cfg = self.run.resolve(cfg)
         seed_everything(cfg.seed, cfg.deterministic)
-        self.data = load_data(
-            cfg.dataset,
-            cfg.data_root,
-            cfg.seed,
-            cfg.train_fraction,
-            cfg.download,
-            cfg.augment,
-            cfg.image_size,
-            resize=cfg.resize,
-            skip_corrupt=cfg.skip_corrupt,
-            workers=cfg.workers,
-        )
+        self.data = load_run_data(cfg, cfg.download)
         self.model = self._build_model()
         self.arch = self.model.architecture
         self.space = build_space(self.arch, cfg.min_depths)
@@ -138,6 +130,7 @@ class Trainer:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
         self.step, self.train_seconds, self.resumed_sums = 0, 0.0, None
+        self.best: dict | None = None  # {"epoch", "top1", "split"} of the best validation top-1 so far
         self.resumed = self._resume()
         distributed.barrier()  # every rank has read the folder before rank 0 changes it
         if env.is_main:
@@ -146,7 +139,7 @@ class Trainer:
         self.loss_options = LossOptions.from_config(cfg)
         self.writer = None
         self.last_record: dict | None = None  # the last epoch's line of metrics.jsonl
-        self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), ConsoleLog()]
+        self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), BestEpoch(), ConsoleLog()]
         if cfg.track_kl and self.policy.fixed is None:
             self.callbacks.append(KLTracker())
 
@@ -207,6 +200,7 @@ class Trainer:
                 f"checkpoint {found!r} is at step {self.step}, outside this run's {self.total_steps} steps"
             )
         self.resumed_sums = state.get("epoch_sums")
+        self.best = meta.get("best")
         return True
 
     def _ddp_runner(self):
@@ -293,6 +287,19 @@ class Trainer:
             print_summary(before)
         return before
 
+    def _best_epoch_result(self) -> dict | None:
+        """The best epoch by validation top-1, with its weights' test top-1 (full network,
+        ``full`` BN protocol) beside the final weights'."""
+        best = self.best if not distributed.is_dist() else distributed.all_gather_objects(self.best)[0]
+        if best is None:
+            return None
+        model = copy.deepcopy(self.model)
+        ckpt.load_weights_file(self.run.file(RunDir.BEST_WEIGHTS), model)
+        calibration = self.data.calibration_inputs(self.cfg.calib_images, self.cfg.eval_batch_size, self.cfg.seed,
+                                                   self.cfg.workers, str(self.device))  # fmt: skip
+        test = evaluate_full_sharded(model, self.data.test, self.eval_batches, calibration, "full")
+        return {**best, "test_top1_full_bn": test["top1"]}
+
     def fit(self) -> dict:
         """Train to the last step, then evaluate and write results.json (a finished run's
         results are returned as they are)."""
@@ -340,7 +347,8 @@ class Trainer:
             c.on_train_end(self)
         if self.writer is not None:
             self.writer.close()
-        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds)
+        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds,
+                         extra={"best_epoch": self._best_epoch_result()})  # fmt: skip
         if self.env.is_main:
             print_summary(results)
             if before is not None:

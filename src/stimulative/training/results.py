@@ -77,8 +77,10 @@ def finish(
     train_seconds: float,
     out_name: str = RunDir.RESULTS,
     specs: list[SubnetSpec] | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Evaluate the trained model in the configured BN mode(s) and write the results file."""
+    """Evaluate the trained model in the configured BN protocol(s) and write the results
+    file (``extra``: more entries for it, e.g. the best epoch)."""
     arch = model.architecture
     if specs is None:
         if cfg.eval_min_depths:
@@ -106,6 +108,7 @@ def finish(
         "num_classes": data.num_classes,
         "subnets_evaluated": len(specs),
         "skipped_images": len(data.skipped),
+        **(extra or {}),
         "config": cfg.to_dict(),
     }
     if not is_main():  # every rank has the results; rank 0 writes them

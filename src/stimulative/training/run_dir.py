@@ -11,12 +11,13 @@ from typing import Any
 import torch
 import yaml
 
-from ..data import DataSource, load_data
+from ..data import DataSource
 from ..runtime.device import resolve_device
 from ..runtime.files import read_json_or_none
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
 from .model_setup import build_model
+from .run_data import load_run_data
 
 # config fields that may change between a run and its resumption
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every"}
@@ -54,6 +55,7 @@ class RunDir:
     RESULTS_BEFORE = "results_before.json"  # fine-tuning: loafing before training
     KL_TRACKING = "kl_tracking.jsonl"
     TENSORBOARD = "tb"
+    BEST_WEIGHTS = "best.safetensors"  # the weights of the epoch with the best validation top-1
     DESTRUCTION = "destruction.json"
     EVALUATION = "evaluation.json"
     PARETO = "pareto.json"
@@ -176,18 +178,7 @@ class RunDir:
         cfg = config_from_dict(meta["config"])
         cfg.out, cfg.device = self.path, device
         dev = resolve_device(device)
-        data = load_data(
-            cfg.dataset,
-            cfg.data_root,
-            cfg.seed,
-            cfg.train_fraction,
-            False,
-            cfg.augment,
-            cfg.image_size,
-            resize=cfg.resize,
-            skip_corrupt=cfg.skip_corrupt,
-            workers=cfg.workers,
-        )
+        data = load_run_data(cfg)
         # the weights come from the checkpoint: no pretrained file is read again
         ckpt.check_compatible(found, meta, cfg.model, data.num_classes, data.in_chans)
         model = build_model(cfg, meta["num_classes"], meta["in_chans"], data.image_size, pretrained=False)
