@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 from stimulative.cli import main
 from stimulative.training import checkpoint as ckpt
 
-TINY = [
+TINY = [  # steps counted below assume the whole training split (no validation split)
+    "--val-fraction",
+    "0",
     "--train-fraction",
     "0.05",
     "--batch-size",

@@ -41,7 +41,9 @@ from stimulative.training.steps import training_step
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # 270 training images, global batch 64: 4 steps per epoch, 8 in all; checkpoints every 3
-TINY = [
+TINY = [  # steps counted below assume the whole training split (no validation split)
+    "--val-fraction",
+    "0",
     "--model",
     "resnet20",
     "--dataset",

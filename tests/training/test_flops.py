@@ -2,6 +2,7 @@
 
 import pytest
 
+from stimulative.data import load_data
 from stimulative.training.config import TrainConfig
 from stimulative.training.flops import training_flops
 
@@ -14,7 +15,8 @@ def test_training_flops_follow_the_configuration():
     ct, sd = flops(mode="ct"), flops(mode="stochastic-depth")
     st1, st3 = flops(mode="st"), flops(mode="st", subnets_per_step=3)
     sandwich = flops(mode="st", sandwich=True)
-    assert ct["steps"] == 2 and ct["total"] == 2 * ct["per_step"]  # 10 % of 1,347 images in batches of 64
+    images = len(load_data("digits", train_fraction=0.1, val_fraction=TrainConfig().val_fraction).train)
+    assert ct["steps"] == images // 64 and ct["total"] == ct["steps"] * ct["per_step"]  # batches of 64, 1 epoch
     assert sd["per_step"] == pytest.approx(ct["per_step"], rel=0.01)  # per-sample drops compute every branch
     assert ct["per_step"] < st1["per_step"] < st3["per_step"] < 3 * ct["per_step"]
     assert sandwich["per_step"] > st1["per_step"]

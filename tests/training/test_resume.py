@@ -34,7 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SRC = os.path.join(ROOT, "src")
 
 # tiny and fast: 8 steps per epoch on 10 % of the digits, two evaluated sub-networks
-TINY = [
+TINY = [  # steps counted below assume the whole training split (no validation split)
+    "--val-fraction",
+    "0",
     "--model",
     "resnet20",
     "--dataset",
