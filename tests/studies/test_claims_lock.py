@@ -49,6 +49,22 @@ def test_a_live_claim_is_held_and_a_dead_ones_is_taken_over(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_a_requeued_slurm_job_takes_its_own_claim_back(tmp_path, monkeypatch):
+    d = str(tmp_path)
+    key = "g/c/s0"
+    path = cl.claim_path(d, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:  # written on another node by this array task before SLURM requeued it
+        json.dump({"pid": 1, "host": "node7", "job": "812_3", "token": "old"}, fh)
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "812")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another task of the array: not its claim
+    with cl.claimed(d, key) as mine:
+        assert not mine
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    with cl.claimed(d, key) as mine:
+        assert mine and json.load(open(path))["job"] == "812_3"
+
+
 def test_a_claim_taken_over_is_not_released_by_its_old_holder(tmp_path):
     d = str(tmp_path)
     key = "g/c/s1"

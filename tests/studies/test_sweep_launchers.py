@@ -2,6 +2,7 @@
 2 and through submitit's local executor gives the same statistics; a sweep reports what has
 finished while it runs; a grid sweeps another model."""
 
+import dataclasses
 import json
 import os
 
@@ -108,4 +109,35 @@ def test_a_grid_sweeps_another_model_and_keeps_its_folder_consistent(grid, tmp_p
     assert [c["kind"] for c in ev["comparisons"] if c["metric"] == "full"] == ["st vs CT"]
     capsys.readouterr()
     assert cli(argv) == 2  # resnet20 now: the finished resnet32 runs must not be mixed in
-    assert "other settings" in capsys.readouterr().err
+    assert "model 'resnet32' -> 'resnet20'" in capsys.readouterr().err
+    for cell in ("ct", "st,kl_weight=0.5"):  # a folder from before cell.json: its runs' own configuration
+        os.remove(os.path.join(out, "runs", "10pct-e1", cell, "cell.json"))
+    assert cli(argv) == 2
+    assert "model 'resnet32' -> 'resnet20'" in capsys.readouterr().err
+
+
+def test_slurm_options_reach_the_sbatch_script(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")  # submitit checks that it runs on a SLURM cluster
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    how = Launch(
+        launcher="slurm",
+        jobs=3,
+        partition="gpu",
+        gpus_per_job=1,
+        cpus_per_job=4,
+        time_minutes=90,
+        slurm_options=(("account", "proj"),),
+    )
+    executor = launchers.make_executor(how, str(tmp_path / "submitit"))
+    script = executor._executor._make_submission_file_text("python -m job", "uid")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=4", "--time=90", "--account=proj"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert executor._executor.parameters["array_parallelism"] == 3
+    with pytest.raises(ValueError, match="Unknown argument 'acount'"):
+        launchers.make_executor(dataclasses.replace(how, slurm_options=(("acount", "x"),)), str(tmp_path / "s"))
+    run = launchers.RequeuableRun()  # preempted or timed out: requeued with the same run
+    again = run.checkpoint("the job")
+    assert again.function is run and again.args == ("the job",)

@@ -7,7 +7,8 @@ A claim is a file ``SWEEP/claims/<group>/<cell>/s<seed>.claim`` created atomical
 (``O_CREAT | O_EXCL``) holding the holder's pid and host; the holder touches it every
 :data:`HEARTBEAT_SECONDS` while it trains. A claim is *stale*, and taken over, when its holder
 is gone: on the same host its pid is dead; on any host it has not been touched for
-:data:`STALE_SECONDS` (a SLURM job killed at its time limit cannot remove its claim). The folder
+:data:`STALE_SECONDS` (a SLURM job killed at its time limit cannot remove its claim); or it is
+the claim of the same SLURM job before SLURM requeued it (preempted, or at its time limit). The folder
 lock is a POSIX record lock (``fcntl.lockf``, which NFS also honours) on ``SWEEP/.lock``.
 """
 
@@ -78,8 +79,17 @@ def _holder(path: str) -> dict | None:
         return None
 
 
+def _slurm_job() -> str | None:
+    """This SLURM job (array task), which keeps its id when SLURM requeues it."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID")
+
+
 def is_stale(path: str) -> bool:
-    """Whether the claim at ``path`` was left by a holder that is gone (module docstring)."""
+    """Whether the claim at ``path`` was left by a holder that is gone (module docstring), or
+    by this very SLURM job before it was requeued."""
     try:
         age = time.time() - os.path.getmtime(path)
     except OSError:
@@ -89,6 +99,8 @@ def is_stale(path: str) -> bool:
     holder = _holder(path)
     if holder is None:
         return False  # being written: its holder is alive
+    if holder.get("job") and holder["job"] == _slurm_job():
+        return True
     return holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0)))
 
 
@@ -99,6 +111,7 @@ def _take(sweep_dir: str, key: str) -> str | None:
     holder = {
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        "job": _slurm_job(),
         "token": uuid.uuid4().hex,
         "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -137,18 +137,40 @@ def _submitit_parameters(how: Launch, cluster: str) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _submitit(jobs: list[SweepJob], how: Launch, on_done: Callable[[dict], None]) -> None:
+class RequeuableRun:
+    """:func:`run_job` as submitit runs it: a run that SLURM preempts or stops at its time limit
+    is requeued (submitit calls ``checkpoint`` on SLURM's warning signal) and resumes from its
+    last checkpoint; its claim, left by the stopped process, is recognised as its own."""
+
+    def __call__(self, job: SweepJob) -> dict:
+        return run_job(job)
+
+    def checkpoint(self, job: SweepJob):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, job)
+
+
+def make_executor(how: Launch, folder: str):
+    """A submitit executor for ``slurm`` or ``submitit-local`` with the launch's parameters."""
     try:
         import submitit
     except ImportError:
         raise RuntimeError(f"--launcher {how.launcher} needs submitit: pip install 'stimulative[slurm]'") from None
     cluster = "slurm" if how.launcher == "slurm" else "local"
-    executor = submitit.AutoExecutor(folder=os.path.join(jobs[0].sweep_dir, "submitit"), cluster=cluster)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     try:
         executor.update_parameters(**_submitit_parameters(how, cluster))
     except (NameError, AssertionError) as e:  # submitit's way of rejecting a parameter
         raise ValueError(f"--slurm-option: {str(e).splitlines()[0]}") from None
-    if cluster == "slurm":
+    return executor
+
+
+def _submitit(jobs: list[SweepJob], how: Launch, on_done: Callable[[dict], None]) -> None:
+    import submitit
+
+    executor = make_executor(how, os.path.join(jobs[0].sweep_dir, "submitit"))
+    if how.launcher == "slurm":
         threads, size, poll = how.threads or how.cpus_per_job, len(jobs), 30.0
     else:  # the local executor starts a whole array at once: arrays of N keep it to N at a time
         size = how.jobs or usable_cores()
@@ -157,7 +179,7 @@ def _submitit(jobs: list[SweepJob], how: Launch, on_done: Callable[[dict], None]
     with _thread_env(threads):
         for start in range(0, len(jobs), size):
             batch = jobs[start : start + size]
-            handles = executor.map_array(run_job, batch)
+            handles = executor.map_array(RequeuableRun(), batch)
             job_of = {h.job_id: j for h, j in zip(handles, batch)}
             for handle in submitit.helpers.as_completed(handles, poll_frequency=poll):
                 on_done(_report(handle, job_of[handle.job_id]))

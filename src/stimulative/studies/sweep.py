@@ -76,7 +76,7 @@ from .digits_design import (  # noqa: F401 - the built-in design, importable fro
 )
 from .launchers import Launch, launch
 from .sweep_job import LOG, log_run, logged_runs, run_dir  # noqa: F401 - run_dir: as before
-from .sweep_plan import Plan, builtin_plan, grid_plan, restrict  # noqa: F401
+from .sweep_plan import NOT_COMPARED, Plan, builtin_plan, grid_plan, restrict  # noqa: F401
 
 CELL_FILE = "cell.json"
 _logged_runs = logged_runs  # the name earlier versions used
@@ -158,13 +158,30 @@ def record_plan(sweep_dir: str, plan: Plan, analyse_only: bool = False) -> None:
         )
 
 
+def _settings_of_runs(folder: str) -> dict:
+    """The settings the cell's existing runs were started with (its cell.json, or for a folder
+    from before cell.json, a finished run's configuration); none if no run started."""
+    seeds = [d for d in os.listdir(folder) if re.fullmatch(r"s\d+", d)] if os.path.isdir(folder) else []
+    if not seeds:
+        return {}
+    saved = read_json_or_none(os.path.join(folder, CELL_FILE))
+    if saved is not None:
+        return saved["config"]
+    for d in seeds:
+        results = read_json_or_none(os.path.join(folder, d, "results.json"))
+        if results is not None:
+            return {k: v for k, v in results["config"].items() if k not in NOT_COMPARED}
+    return {}
+
+
 def _write_cell_files(sweep_dir: str, plan: Plan) -> None:
     changed, pending = [], []
     for cell in plan.cells:
-        path = os.path.join(sweep_dir, "runs", cell.group, cell.name, CELL_FILE)
+        folder = os.path.join(sweep_dir, "runs", cell.group, cell.name)
+        path = os.path.join(folder, CELL_FILE)
         wanted = {"cell": cell.describe(), "config": plan.compared_settings(cell)}
         saved = read_json_or_none(path) or {}
-        old = saved.get("config", {})
+        old = _settings_of_runs(folder)
         diff = sorted(k for k in old.keys() & wanted["config"].keys() if old[k] != wanted["config"][k])
         if diff:
             new = wanted["config"]
@@ -329,4 +346,5 @@ def print_plan(plan: dict) -> None:
     print(f"{where}{budget}, seeds {plan['seeds']}: {len(plan['cells'])} cells, {runs} runs{timing}")
     for c in plan["cells"]:
         per_run = c.get("estimated_seconds_per_run")
-        print(f"  {c['id']:<40} {c['label']:<32}" + (f" ~{per_run:.0f} s per run" if per_run is not None else ""))
+        timing = f" ~{per_run:.0f} s per run" if per_run is not None else ""
+        print(f"  {c['id']:<40} {c['label']:<32}{timing}".rstrip())
