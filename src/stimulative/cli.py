@@ -12,6 +12,7 @@ from .reporting.figures import destruction_figure
 from .reporting.report import write_report
 from .runtime.device import resolve_device, set_threads
 from .runtime.distributed import distributed_session, main_process_output
+from .studies.launchers import Launch, parse_minutes
 from .studies.reproduce import reproduce
 from .studies.sweep import print_plan, sweep
 from .tools.bench import DEFAULT_MODELS, BenchConfig
@@ -116,38 +117,56 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce(args.out, seeds, epochs, depths, progress=not args.no_progress)
 
 
+def _sweep_options(args: argparse.Namespace) -> dict:
+    """``stimulative sweep``'s flags as :func:`stimulative.studies.sweep.sweep` takes them."""
+
+    options = []
+    for text in args.slurm_option:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--slurm-option {text!r}: give KEY=VALUE, e.g. account=myproject")
+        options.append((key.replace("-", "_"), value))
+    if args.gpus_per_job and args.device == "cpu":
+        raise ValueError("--gpus-per-job: train on them with --device cuda")
+    how = Launch(
+        launcher=args.launcher,
+        jobs=args.jobs,
+        threads=args.threads,
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        time_minutes=parse_minutes(args.time),
+        slurm_options=tuple(options),
+    ).validate()
+    return {
+        "sweep_dir": args.out,
+        "budget_minutes": args.budget,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "design": args.design,
+        "model": args.model,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "grid": args.grid,
+        "device": args.device,
+        "progress": not args.no_progress,
+        "only": tuple(args.only),
+        "how": how,
+    }
+
+
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    if args.budget < 0:
-        raise ValueError(f"--budget must not be negative, got {args.budget}")
+    options = _sweep_options(args)
     set_threads(args.threads)
-    plan = sweep(
-        args.out,
-        args.budget,
-        tuple(args.seeds),
-        args.design,
-        args.model,
-        args.device,
-        progress=not args.no_progress,
-        dry_run=True,
-        only=tuple(args.only),
-    )
-    print_plan(plan)
+    print_plan(sweep(**options, dry_run=True))
     if args.dry_run:
         return
-    evidence = sweep(
-        args.out,
-        args.budget,
-        tuple(args.seeds),
-        args.design,
-        args.model,
-        args.device,
-        progress=not args.no_progress,
-        analyse_only=args.analyse_only,
-        only=tuple(args.only),
-    )
+    evidence = sweep(**options, analyse_only=args.analyse_only)
+    counts = evidence["runs_this_invocation"].get("counts", {})
+    runs = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none to train"
     print(
-        f"evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: {os.path.join(args.out, 'conclusion.md')}; "
-        f"figures in {os.path.join(args.out, 'figures')} ({evidence['wall_seconds_this_invocation']:.0f} s)"
+        f"runs: {runs}; evidence: {os.path.join(args.out, 'evidence.json')}; conclusion: "
+        f"{os.path.join(args.out, 'conclusion.md')}; figures in {os.path.join(args.out, 'figures')} "
+        f"({evidence['wall_seconds_this_invocation']:.0f} s)"
     )
 
 
@@ -296,42 +315,78 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sweep",
         help="evidence: when does ST improve the full network? A resumable grid of CT, ST configurations and "
-        "stochastic depth",
-        description="Train CT, ST configurations (lambda, T, sub-networks per step, KL or KL-, sandwich) and "
-        "stochastic depth on the digits "
-        "(full and 10 %% training splits; 30, 100, 200 epochs), several seeds per cell; --budget keeps the cells "
-        "that fit "
-        "(a fixed priority order, estimated for a quiet 2-core CPU). Finished runs are skipped, interrupted ones "
-        "resume. "
-        "Writes OUT/sweep.jsonl, OUT/evidence.json (per-cell mean ± std, paired differences to CT with 95 %% "
-        "intervals, "
-        "cost in seconds and FLOPs), OUT/figures/ and OUT/conclusion.md.",
+        "stochastic depth, on any model and data set, on this machine or a SLURM cluster",
+        description="Train CT, ST configurations and stochastic depth, several seeds per cell, and compare each "
+        "configuration with CT trained with the same seed. The built-in design (the default) varies lambda, T, "
+        "sub-networks per step, KL or KL- and the sandwich rule on the digits (full and 10 %% training splits; 30, "
+        "100, 200 epochs); --budget keeps the cells that fit (a fixed priority order, estimated for a quiet 2-core "
+        "CPU); --model, --dataset, --data-root run it on another model or data set. --grid GRID.yaml runs your own "
+        "factors, levels, baselines and seeds instead (see docs/sweeps.md). Finished runs are skipped, interrupted "
+        "ones resume; several launchers may work on one folder at once. Writes OUT/sweep.jsonl, OUT/evidence.json "
+        "(per-cell mean ± std, paired differences to CT with 95 %% intervals, cost in seconds and FLOPs; rewritten "
+        "after each run, so `stimulative report OUT` works while it runs), OUT/figures/ and OUT/conclusion.md.",
     )
     p.add_argument("--out", default="runs/sweep", help="sweep folder (default: runs/sweep)")
+    p.add_argument("--grid", metavar="YAML", help="a grid file: factors, levels, baselines, seeds (docs/sweeps.md)")
     p.add_argument(
         "--budget",
         type=float,
-        default=30.0,
+        default=None,
         metavar="MINUTES",
-        help="time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design (default: 30)",
+        help="built-in design on the digits: time to fit, in minutes of a quiet 2-core CPU; 0 runs the whole design "
+        "(default: 30)",
     )
     p.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every cell, at least 2 (default: 0 1 2)"
+        "--seeds", type=int, nargs="+", help="seeds of every cell, at least 2 (default: the grid's, else 0 1 2)"
     )
     p.add_argument(
         "--design",
         choices=("ofat", "full"),
-        default="ofat",
-        help="ofat: one factor at a time around the default ST; full: the whole factorial of ST options (default: "
-        "ofat)",
+        default=None,
+        help="ofat: one factor at a time around the default (first) levels; full: every combination (default: the "
+        "grid's, else ofat)",
     )
-    p.add_argument("--model", default="resnet20", help="registered model (default: resnet20)")
+    p.add_argument("--model", default=None, help="registered model (default: the grid's, else resnet20)")
+    p.add_argument(
+        "--dataset", default=None, help="digits, cifar10, cifar100 or imagefolder (default: the grid's, else digits)"
+    )
+    p.add_argument("--data-root", default=None, help="folder of the data set (default: the grid's, else data)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument(
         "--threads",
         type=int,
         default=0,
-        help="torch threads (default: PyTorch's choice; 1 is faster on a machine shared with other jobs)",
+        help="torch threads per run (default: this machine's cores shared among --jobs; sequential: PyTorch's choice)",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=("sequential", "local", "slurm", "submitit-local"),
+        default="sequential",
+        help="sequential: one run after the other here; local: --jobs runs at once in a process pool; slurm: a SLURM "
+        "job array through submitit (pip install 'stimulative[slurm]'); submitit-local: the slurm launcher's code on "
+        "this machine, to try it out (default: sequential)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="runs at once (local: default one per core; slurm: the job array's parallelism, default no limit)",
+    )
+    p.add_argument("--partition", default="", help="slurm: the partition to submit to")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per run (with --device cuda)")
+    p.add_argument("--cpus-per-job", type=int, default=0, help="slurm: CPU cores per run (its torch threads)")
+    p.add_argument(
+        "--time",
+        default="60",
+        help="slurm, submitit-local: time limit of one run, in minutes or H:MM[:SS] or D-HH:MM (default: 60)",
+    )
+    p.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="slurm: any other sbatch option, e.g. account=myproject, qos=short (repeatable)",
     )
     p.add_argument(
         "--only",

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from stimulative.cli import main as cli
+from stimulative.studies import digits_design
 from stimulative.studies import sweep as sw
 
 
@@ -67,7 +68,7 @@ TINY = {"eval_subnets": 4, "calib_images": 64, "eval_bn": "running", "batch_size
 
 def test_tiny_sweep_writes_each_run_at_once_and_resumes(tmp_path, monkeypatch):
     cells = [sw.ct_cell(0.1, 1), sw.Cell(0.1, 1, "st", tuple(sw.DEFAULT_ST.items()))]  # not core: no destruction (slow)
-    monkeypatch.setattr(sw, "prioritised_cells", lambda design="ofat": cells)
+    monkeypatch.setattr(digits_design, "prioritised_cells", lambda design="ofat": cells)
     out = str(tmp_path / "sweep")
     ev = sw.sweep(out, budget_minutes=0, seeds=(0, 1), progress=False, extra=TINY)
     lines = [json.loads(line) for line in open(os.path.join(out, "sweep.jsonl"))]
