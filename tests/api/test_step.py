@@ -193,3 +193,19 @@ def test_bad_arguments_fail_clearly():
         stimulative.Stimulative(model).ddp()
     space = SamplingSpace.from_min_depths(model.architecture, [2, 1, 2])
     assert stimulative.Stimulative(model, min_depths=space).policy.space == space
+
+
+def test_the_command_line_trainers_step_is_the_apis(tmp_path):
+    from stimulative.runtime.distributed import DistEnv
+    from stimulative.training.loop import Trainer
+
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), epochs=1, subnets_per_step=2, sampler="stochastic", seed=5, temperature=1.5
+    )
+    trainer = Trainer(cfg, DistEnv())
+    st = stimulative.Stimulative(trainer.model, subnets_per_step=2, sampler="stochastic", seed=5, temperature=1.5)
+    x, y = batch(n=16)
+    x = x[:, :1]  # the digits' one channel
+    for step in (0, 3, 7):
+        a, b = trainer.step_fn(x, y, step), st(x, y, step)
+        assert (a.loss.item(), a.ce.item(), a.kl.item()) == (b.loss.item(), b.ce.item(), b.kl.item())
