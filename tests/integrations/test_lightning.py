@@ -87,6 +87,16 @@ def test_sub_network_passes_leave_bn_statistics_to_the_main_network(tmp_path):
     assert any(not torch.equal(p, q) for p, q in zip(st.model.parameters(), main_only.model.parameters()))
 
 
+def test_lightnings_bf16_precision_runs_the_networks_in_bf16(tmp_path):
+    L.seed_everything(0)
+    model, seen = DigitsModel(), []
+    model.model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    train, _ = loaders(shuffle=False)
+    trainer(str(tmp_path), max_steps=1, limit_val_batches=0, precision="bf16-mixed").fit(model, train)
+    assert seen == [torch.bfloat16] * 2  # the network and its sub-network, under Lightning's autocast
+    assert float(read_csv(tmp_path / "metrics.csv")[0]["train/kl"]) > 0
+
+
 def test_the_mixin_says_what_it_needs():
     class Bare(StimulativeMixin, L.LightningModule):
         pass

@@ -116,6 +116,7 @@ class Stimulative:
 
     @property
     def model(self) -> ElasticNet:
+        """The network trained (give its parameters to the optimizer; save it, not a wrapper)."""
         return self.train_step.model
 
     @property
