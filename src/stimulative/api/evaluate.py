@@ -13,7 +13,8 @@ from ..core.batchnorm import BN_MODES
 from ..core.elastic import ElasticNet
 from ..core.sampling import SamplingSpace, SubnetSpec, enumerate_subnets, parse_spec
 from ..core.spaces import build_space
-from ..evaluation import scores
+from ..evaluation.scores import SubnetScore, summarize
+from ..evaluation.scores import evaluate_subnets as score_subnets
 
 # the three protocols of the design brief: "full" (the full network's BN statistics,
 # re-estimated on training images, used by every sub-network: the paper's), "subnet" (each
@@ -49,7 +50,7 @@ class SubnetSummary:
     std: float
     min: float
     max: float
-    scores: list[scores.SubnetScore]
+    scores: list[SubnetScore]
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
         """The scalars, named for a logger: ``{prefix}full_top1``, ``{prefix}top1_mean``, ..."""
@@ -80,8 +81,8 @@ def evaluate_subnets(
         raise ValueError(f"bn={bn!r} re-estimates BN statistics: pass calibration batches (training images)")
     specs = resolve_subnets(model, subnets)
     data = ((x.to(device), y.to(device)) for x, y in batches)
-    full, *subs = scores.evaluate_subnets(model, [model.architecture.full(), *specs], data, calib, mode)
-    stats = scores.summarize(subs)
+    full, *subs = score_subnets(model, [model.architecture.full(), *specs], data, calib, mode)
+    stats = summarize(subs)
     return SubnetSummary(bn, full.top1, stats["count"], stats["mean"], stats["std"], stats["min"], stats["max"], subs)
 
 
