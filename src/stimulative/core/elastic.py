@@ -8,11 +8,13 @@ weights serve the full block, the skipped block (identity) and the branch alone 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from .batchnorm import bn_layers
 from .sampling import BRANCH, FULL, Architecture, SubnetSpec
 
 
@@ -38,7 +40,11 @@ class ResidualBlock(nn.Module):
 
 
 class ElasticNet(nn.Module):
-    """A residual network whose forward can run any sub-network given as a SubnetSpec."""
+    """A residual network ``stem -> stages -> head`` whose forward can run the full network or
+    any of its sub-networks, given as a :class:`SubnetSpec`.
+
+    ``model.architecture`` (a property, not a method) tells which blocks each stage has and
+    which can be skipped; ``model.architecture.full()`` is the full network's spec."""
 
     stem: nn.Module
     stages: nn.ModuleList  # of nn.ModuleList of ResidualBlock
@@ -46,18 +52,33 @@ class ElasticNet(nn.Module):
 
     @property
     def architecture(self) -> Architecture:
+        """Per stage, which blocks are skippable (a property: ``model.architecture.full()``)."""
         return Architecture(tuple(tuple(bool(b.skippable) for b in stage) for stage in self.stages))
 
     def block(self, stage: int, index: int) -> ResidualBlock:
         return self.stages[stage][index]
 
     def forward(self, x: torch.Tensor, spec: SubnetSpec | None = None) -> torch.Tensor:
+        """Logits ``(B, classes)`` of the full network (``spec=None``) or of the sub-network
+        ``spec`` for the input batch ``x`` ``(B, C, H, W)``. ``spec`` lists, per stage, the
+        blocks that run, in order (e.g. ``parse_spec("1,2,1")``: the first 1, 2 and 1 blocks of
+        three stages); the weights are the full network's, shared.
+
+        In train mode a sub-network's pass would record its batch statistics into the BN
+        running statistics the full network uses at test time, silently degrading it (see
+        :func:`stimulative.frozen_bn_stats`). So that misuse is an error here:
+        train with :class:`stimulative.Stimulative` (the joint forward guards them), or run the
+        pass inside :func:`stimulative.frozen_bn_stats`, or, to let sub-networks update the
+        statistics on purpose (as the official code does), inside :func:`subnet_bn_updates`.
+        :meth:`forward_trace` is the unchecked low-level pass."""
         if spec is None:
             h = self.stem(x)
             for stage in self.stages:
                 for block in stage:
                     h = block(h)
             return self.head(h)
+        if self.training:
+            _check_subnet_bn(self, spec)
         return self.forward_trace(x, spec)[0]
 
     def forward_trace(
@@ -77,7 +98,11 @@ class ElasticNet(nn.Module):
         ``keep`` (stochastic depth), ``(B, blocks)`` from :func:`drop_path_scales`: column
         ``j`` scales the residual branch of the network's ``j``-th block per sample (0: the
         block is the identity for that sample; 1/p: kept). Only skippable blocks run whole
-        are scaled."""
+        are scaled.
+
+        Unlike :meth:`forward` this does not check BN: the joint forward calls it inside
+        :func:`stimulative.frozen_bn_stats`, and individual training lets its one sub-network
+        record its own statistics."""
         steps = spec.flat()
         k, h = start if start is not None else (0, self.stem(x))
         columns = block_columns(self.architecture) if keep is not None else None
@@ -90,6 +115,37 @@ class ElasticNet(nn.Module):
                 h = block.run(h, path)
             trace.append(h)
         return self.head(h), trace
+
+
+# ---------------------------------------------------------------------------------------
+# the misuse guard: a sub-network's train-mode pass must not record BN statistics unawares
+
+
+@contextmanager
+def subnet_bn_updates(model: ElasticNet) -> Iterator[None]:
+    """Inside, ``model(x, spec)`` in train mode may update the BN running statistics: the
+    official code's behaviour, chosen on purpose (see :meth:`ElasticNet.forward`). Nests; it
+    concerns ``model`` only (an attribute of the instance, not a global switch)."""
+    model._subnet_bn_updates = getattr(model, "_subnet_bn_updates", 0) + 1
+    try:
+        yield
+    finally:
+        model._subnet_bn_updates -= 1
+
+
+def _check_subnet_bn(model: ElasticNet, spec: SubnetSpec) -> None:
+    """Raise if running ``spec`` now would record its statistics into BN layers silently."""
+    if getattr(model, "_subnet_bn_updates", 0) or spec == model.architecture.full():
+        return
+    recording = [m for m in bn_layers(model) if m.training and m.track_running_stats]
+    if recording:
+        raise RuntimeError(
+            f"sub-network {spec} run in train mode would update the running statistics of {len(recording)} BN "
+            "layers, which the full network uses at test time. Train with stimulative.Stimulative (its joint "
+            "forward guards them), or wrap the pass in `with stimulative.frozen_bn_stats(model):`, or, to let "
+            "sub-networks update them on purpose, `with stimulative.subnet_bn_updates(model):`; for inference "
+            "call model.eval() first"
+        )
 
 
 def shared_prefix(a: Sequence, b: Sequence) -> int:

@@ -288,3 +288,34 @@ def individual_step(
         logits, _ = (runner or partial(joint_forward, model))(x, [], ghost_batches, spec)
     ce = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     return StepOutput(ce, ce, torch.zeros_like(ce))
+
+
+@dataclass
+class TrainStep:
+    """One training step as a callable, ``step(x, y, index) -> StepOutput``: the plan of
+    ``policy`` for step ``index`` run by :func:`run_step`. The command-line trainer's
+    ``step_fn`` and the public :class:`stimulative.Stimulative` are both this, so there is one
+    implementation of the step. ``runner``: the DDP-wrapped joint forward, or None."""
+
+    model: ElasticNet
+    policy: StepPolicy
+    loss: LossOptions = field(default_factory=LossOptions)
+    autocast: Callable = nullcontext
+    ghost_batches: int = 1
+    runner: Callable | None = None
+    low_memory: bool = False
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
+        plan = self.policy.plan(step, x)
+        return run_step(
+            self.model,
+            x,
+            y,
+            plan,
+            self.loss,
+            self.policy.fixed,
+            self.autocast,
+            self.ghost_batches,
+            self.runner,
+            self.low_memory,
+        )
