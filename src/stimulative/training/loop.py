@@ -41,7 +41,7 @@ from .results import finish, print_summary
 from .rng import seed_everything, set_rng_state
 from .run_data import load_run_data
 from .run_dir import RunDir
-from .steps import LossOptions, StepOutput, StepPolicy, joint_forward, run_step
+from .steps import LossOptions, StepOutput, StepPolicy, TrainStep, joint_forward
 from .sums import add_step, new_epoch_sums
 
 
@@ -136,7 +136,9 @@ class Trainer:
         if env.is_main:
             self.run.create(cfg)  # every input is valid: only now touch the folder
         self.runner = self._ddp_runner()
-        self.loss_options = LossOptions.from_config(cfg)
+        # the step: the same object as the public stimulative.Stimulative
+        self.step_fn = TrainStep(self.model, self.policy, LossOptions.from_config(cfg), self.autocast,
+                                 self.ghost_batches, self.runner, cfg.low_memory)  # fmt: skip
         self.writer = None
         self.last_record: dict | None = None  # the last epoch's line of metrics.jsonl
         self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), BestEpoch(), ConsoleLog()]
@@ -214,21 +216,6 @@ class Trainer:
     def eval_batches(self, dataset) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         cfg = self.cfg
         return self.data.eval_batches(dataset, cfg.eval_batch_size, cfg.workers, str(self.device))
-
-    def step_fn(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
-        plan = self.policy.plan(step, x)
-        return run_step(
-            self.model,
-            x,
-            y,
-            plan,
-            self.loss_options,
-            self.policy.fixed,
-            self.autocast,
-            self.ghost_batches,
-            self.runner,
-            self.cfg.low_memory,
-        )
 
     def _on_step(self, step: int, sums: dict) -> None:
         for c in self.callbacks:
