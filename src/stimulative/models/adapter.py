@@ -41,6 +41,7 @@ from torch import fx, nn
 
 from ..core.elastic import ElasticNet, ResidualBlock
 from ..core.sampling import BRANCH
+from ..runtime.weights import WeightsFileError, read_weights
 
 SOURCES = ("timm", "torchvision")
 
@@ -194,21 +195,12 @@ def load_pretrained(model: nn.Module, path: str, num_classes: int) -> list[str]:
     if not os.path.isfile(path):
         raise AdapterError(f"--pretrained-file {path!r}: no such file")
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
-        raise AdapterError(
-            f"cannot read pretrained weights {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
+        state = read_weights(path)
+    except WeightsFileError as e:
+        raise AdapterError(f"cannot read pretrained weights {path!r}: {e}") from None
     for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
+        if isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise AdapterError(f"{path!r} does not hold a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     family = sys.modules.get(type(model).__module__)
     filter_fn = getattr(family, "checkpoint_filter_fn", None)
