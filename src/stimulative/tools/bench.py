@@ -27,7 +27,6 @@ over draws; the configurations are interleaved, so a slow spell of the machine h
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import platform
@@ -53,6 +52,7 @@ from ..core.sampling import (
 )
 from ..evaluation.walk import SubnetWalk
 from ..models import create_model
+from ..runtime.files import write_json
 from ..runtime.measure import count_flops, peak_memory, wall
 from ..training.steps import low_memory_step, training_step
 
@@ -529,9 +529,6 @@ def main(cfg: BenchConfig) -> dict:
     results = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(results))
     if cfg.out:
-        tmp = cfg.out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(results, fh, indent=1)
-        os.replace(tmp, cfg.out)
+        write_json(cfg.out, results)
         print(f"written {cfg.out}")
     return results

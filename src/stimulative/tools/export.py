@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import importlib.machinery
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -38,6 +37,7 @@ from ..core.batchnorm import calibration_mode
 from ..core.elastic import ElasticNet
 from ..core.sampling import SubnetSpec, parse_spec
 from ..evaluation.walk import naive_subnet_logits
+from ..runtime.files import write_json, write_text
 from ..runtime.measure import count_params, forward_flops
 from ..training.run_dir import RunDir
 from .pareto import SubnetModule
@@ -276,8 +276,7 @@ def export_run(
             tmp["weights"],
             metadata={"subnet": spec.to_text(), "model": cfg.model, "bn": bn, "run": os.path.abspath(run_dir)},
         )
-        with open(tmp["module"], "w") as fh:
-            fh.write(source)
+        write_text(tmp["module"], source)
         reference = torch.cat(naive_subnet_logits(model, spec, test_x, calibration, bn))
         exported = load_standalone(tmp["module"], tmp["weights"]).to(dev)
         check = {"standalone": _compare(exported, test_x, test_y, reference)}
@@ -321,8 +320,7 @@ def export_run(
             "check": check,
             "files": {k: os.path.abspath(v) for k, v in paths.items() if k != "report"},
         }
-        with open(tmp["report"], "w") as fh:
-            json.dump(report, fh, indent=1)
+        write_json(tmp["report"], report)
         for k, p in paths.items():
             os.replace(tmp[k], p)
     finally:

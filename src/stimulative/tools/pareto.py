@@ -11,7 +11,6 @@ running at the same time make it noisy.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -23,6 +22,7 @@ from torch import nn
 
 from ..core.elastic import ElasticNet
 from ..core.sampling import BRANCH, SubnetSpec, parse_spec
+from ..runtime.files import read_json_or_none, write_json
 from ..runtime.measure import count_params, forward_flops
 from ..training.run_dir import RunDir
 
@@ -182,7 +182,7 @@ def pareto_run(
         "subnets": [s.to_text() for s in specs],
         "input": [meta["in_chans"], data.image_size, data.image_size],
     }
-    previous = _read_json(path)
+    previous = _previous_measurement(path)
     if previous is not None and not force:
         if previous.get("settings") != settings:
             raise ValueError(
@@ -232,7 +232,7 @@ def pareto_run(
             }
         except ValueError as e:
             failed = e  # the measurements are still worth writing
-    _write_json(path, doc)
+    write_json(path, doc)
     plot_pareto(
         rows,
         plot_path,
@@ -310,18 +310,12 @@ def plot_pareto(rows: Sequence[dict], path: str, title: str = "", pick: dict | N
     os.replace(tmp, path)
 
 
-def _read_json(path: str) -> dict | None:
+def _previous_measurement(path: str) -> dict | None:
+    """The pareto file already at ``path``, None if there is none; an unreadable one is an
+    error (it is never overwritten without --force)."""
     if not os.path.exists(path):
         return None
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        raise ValueError(f"{path!r} exists but is not a readable pareto file; pass --force to overwrite it") from None
-
-
-def _write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    os.replace(tmp, path)
+    previous = read_json_or_none(path)
+    if previous is None:
+        raise ValueError(f"{path!r} exists but is not a readable pareto file; pass --force to overwrite it")
+    return previous
