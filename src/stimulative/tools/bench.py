@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..core.batchnorm import calibration_mode, frozen_bn_stats, preserved_bn_state
+from ..core.batchnorm import frozen_bn_stats
 from ..core.elastic import ElasticNet
 from ..core.loss import kl_divergence
 from ..core.sampling import (
@@ -50,7 +50,7 @@ from ..core.sampling import (
     skippable_blocks,
     step_generator,
 )
-from ..evaluation.walk import SubnetWalk
+from ..evaluation.walk import SubnetWalk, subnet_bn
 from ..models import create_model
 from ..runtime.files import write_json
 from ..runtime.measure import count_flops, peak_memory, wall
@@ -319,21 +319,17 @@ def model_classes(model: ElasticNet) -> int:
 def naive_all(
     model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str
 ) -> tuple[list, float, float]:
-    """:func:`stimulative.evaluation.walk.naive_subnet_logits` for every spec, timing its two parts:
-    ``(logits per spec, calibration seconds, inference seconds)``."""
+    """:func:`stimulative.evaluation.walk.naive_subnet_logits` for every spec, timing its two parts
+    (setting up the spec's BN statistics, then inference): ``(logits per spec, calibration
+    seconds, inference seconds)``."""
     out, t_cal, t_inf = [], 0.0, 0.0
     for spec in specs:
-        with preserved_bn_state(model):
-            t0 = time.perf_counter()
-            if bn == "recalibrated":
-                with calibration_mode(model):
-                    for x in calibration:
-                        model(x, spec)
-            model.eval()
+        t0 = time.perf_counter()
+        with subnet_bn(model, spec, calibration, bn):
             t1 = time.perf_counter()
             out.append([model(x, spec) for x in inputs])
             t_inf += time.perf_counter() - t1
-            t_cal += t1 - t0
+        t_cal += t1 - t0
     return out, t_cal, t_inf
 
 
