@@ -44,39 +44,7 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
     for mode in ("ct", "stochastic-depth", "st"):
         members = [c for c in cells if c["mode"] == mode]
         for c in members:
-            m = c["metrics"][bn][metric]
-            x = c["flops"]["total"] / 1e12
-            if m["mean"] < lo:  # off the scale (e.g. a configuration that failed to train)
-                ax.plot(x, lo, "v", color=MODE_COLORS[mode], markersize=5, alpha=0.8, clip_on=False)
-                ax.annotate(
-                    f"{_short(c)}: {m['mean']:.1f}",
-                    (x, lo),
-                    fontsize=5.5,
-                    color=MODE_COLORS[mode],
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-                continue
-            ax.errorbar(
-                x,
-                m["mean"],
-                yerr=m["std"],
-                color=MODE_COLORS[mode],
-                marker=EPOCH_MARKERS.get(c["epochs"], "o"),
-                markersize=7 if c["default"] else 4,
-                alpha=1.0 if c["default"] else 0.55,
-                capsize=2,
-                linestyle="none",
-            )
-            if not c["default"]:
-                ax.annotate(
-                    _short(c),
-                    (x, m["mean"]),
-                    fontsize=5.5,
-                    color=MODE_COLORS[mode],
-                    xytext=(3, 2),
-                    textcoords="offset points",
-                )
+            _cell_point(ax, c, c["metrics"][bn][metric], lo)
         line = sorted((c for c in members if c["default"]), key=lambda c: c["epochs"])
         if len(line) > 1:
             ax.plot(
@@ -86,6 +54,42 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
                 alpha=0.7,
             )
     ax.set_ylim(lo, hi + 0.02 * (hi - lo))
+    _cost_axis(ax)
+
+
+def _cell_point(ax, c: dict, m: dict, lo: float) -> None:
+    """One cell's mean ± std (``m``) at its training FLOPs; below ``lo``, a labelled triangle
+    on the bottom edge."""
+    color = MODE_COLORS[c["mode"]]
+    x = c["flops"]["total"] / 1e12
+    if m["mean"] < lo:  # off the scale (e.g. a configuration that failed to train)
+        ax.plot(x, lo, "v", color=color, markersize=5, alpha=0.8, clip_on=False)
+        ax.annotate(
+            f"{_short(c)}: {m['mean']:.1f}",
+            (x, lo),
+            fontsize=5.5,
+            color=color,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+        return
+    ax.errorbar(
+        x,
+        m["mean"],
+        yerr=m["std"],
+        color=color,
+        marker=EPOCH_MARKERS.get(c["epochs"], "o"),
+        markersize=7 if c["default"] else 4,
+        alpha=1.0 if c["default"] else 0.55,
+        capsize=2,
+        linestyle="none",
+    )
+    if not c["default"]:
+        ax.annotate(_short(c), (x, m["mean"]), fontsize=5.5, color=color, xytext=(3, 2), textcoords="offset points")
+
+
+def _cost_axis(ax) -> None:
+    """A logarithmic x axis of training TFLOPs, labelled with plain numbers."""
     ax.set_xscale("log")
     # plain numbers on the log axis: matplotlib's default labels minor ticks as "3×10^-1" and they overlap
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
