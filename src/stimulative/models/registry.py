@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..core.elastic import ElasticNet
+from .adapter import create_adapted, is_adapted_name
 
 _MODELS: dict[str, Callable[..., ElasticNet]] = {}
 
@@ -25,8 +26,6 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) 
     """Build a registered model, e.g. ``create_model("resnet20", num_classes=10, in_chans=1)``,
     or adapt any timm/torchvision residual network, e.g. ``create_model("timm:resnet50",
     image_size=32, pretrained_file="resnet50.safetensors")`` (see :mod:`.adapter`)."""
-    from .adapter import create_adapted, is_adapted_name
-
     if is_adapted_name(name):
         return create_adapted(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if name not in _MODELS:
