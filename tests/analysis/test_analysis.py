@@ -8,7 +8,6 @@ from stimulative.analysis.bound import eq4
 from stimulative.analysis.claims import CONTRADICTS, PARTLY, SUPPORTS, paired_verdict
 from stimulative.analysis.destruction import destruction_specs, run_destruction
 from stimulative.analysis.kl_tracking import load_kl_tracking, record_kl
-from stimulative.analysis.loafing import uniform_depth_subnets
 from stimulative.analysis.stats import mean_std, quantiles
 from stimulative.core.sampling import SamplingSpace, enumerate_subnets
 from stimulative.models import create_model
@@ -84,8 +83,6 @@ def test_verdicts_and_statistics():
     ms = mean_std([1.0, 2.0, 3.0])
     assert ms["mean"] == 2.0 and ms["std"] == pytest.approx(1.0)
     assert quantiles([1, 2, 3, 4, 5]) == {"min": 1, "q1": 2, "median": 3, "q3": 4, "max": 5}
-    assert uniform_depth_subnets((3, 3, 3)) == ["1,1,1", "2,2,2", "3,3,3"]
-    assert uniform_depth_subnets((1, 2, 3)) == ["1,1,1", "1,2,2", "1,2,3"]
 
 
 def test_tiny_study_end_to_end_with_report(tmp_path):
