@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stimulative.analysis.bound import eq4
-from stimulative.analysis.claims import CONTRADICTS, PARTLY, SUPPORTS, paired_verdict
+from stimulative.analysis.claims import CONTRADICTS, NOT_MEASURED, PARTLY, SUPPORTS, paired_verdict
 from stimulative.analysis.destruction import destruction_specs, run_destruction
 from stimulative.analysis.kl_tracking import load_kl_tracking, record_kl
 from stimulative.analysis.stats import mean_std, quantiles
@@ -96,6 +96,16 @@ def test_tiny_study_end_to_end_with_report(tmp_path):
     assert len(claims) == 2 * 11 + 2  # 11 claims per BN mode, then KL tracking and cost
     assert all(v in (SUPPORTS, PARTLY, CONTRADICTS) or v.startswith("not measured") for v in claims.values())
     saved = json.loads((out / "analyses" / "study.json").read_text())
+    for bn in ("recalibrated", "running"):
+        # the verdicts follow the measured per-seed numbers; without deeper networks, depth is not measured
+        stats = saved["subnet_stats"][bn]
+        st, ct = stats["ST, space of 27"]["main"]["values"], stats["CT (0 sub-networks)"]["main"]["values"]
+        assert claims[f"ST improves the full network over CT [{bn} BN]"] == paired_verdict(
+            [s - c for s, c in zip(st, ct)]
+        )
+        assert claims[f"Deeper networks loaf more (gap of 1,1,1 alone vs inside CT grows with depth) [{bn} BN]"] == (
+            NOT_MEASURED
+        )
     assert saved["loafing"]["recalibrated"][0]["spec"] == "1,1,1"
     # the space-of-8 run is evaluated over the same 27 sub-networks as the others
     assert saved["subnet_stats"]["running"]["ST, space of 8"]["count"] == 27
