@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -346,8 +348,6 @@ class CifarBinary(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         return self.transform(Image.fromarray(self.images[i])), self.targets[i]
 
 
@@ -406,8 +406,6 @@ def _train_and_val(labels: np.ndarray, train_fraction: float, seed: int, val_fra
 
 def load_image(path: str):
     """An RGB PIL image, fully decoded; a DataError naming the file if it cannot be read."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             return img.convert("RGB")  # decodes the whole file: a truncated one fails here
@@ -429,8 +427,6 @@ def _readable(path: str) -> bool:
 def drop_unreadable(folders: list, workers: int = 0) -> list[str]:
     """Decode every image of the given ImageFolder datasets (which list the same files, or
     not) and remove the unreadable ones from all of them. Returns the removed paths."""
-    from concurrent.futures import ThreadPoolExecutor
-
     paths = sorted({p for f in folders for p, _ in f.samples})
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes without the GIL
         bad = {p for p, ok in zip(paths, pool.map(_readable, paths), strict=True) if not ok}

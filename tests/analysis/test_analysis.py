@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from stimulative.analysis.bound import eq4
-from stimulative.analysis.claims import CONTRADICTS, PARTLY, SUPPORTS, paired_verdict
+from stimulative.analysis.claims import CONTRADICTS, NOT_MEASURED, PARTLY, SUPPORTS, paired_verdict
 from stimulative.analysis.destruction import destruction_specs, run_destruction
 from stimulative.analysis.kl_tracking import load_kl_tracking, record_kl
-from stimulative.analysis.loafing import uniform_depth_subnets
 from stimulative.analysis.stats import mean_std, quantiles
 from stimulative.core.sampling import SamplingSpace, enumerate_subnets
 from stimulative.models import create_model
@@ -84,8 +83,6 @@ def test_verdicts_and_statistics():
     ms = mean_std([1.0, 2.0, 3.0])
     assert ms["mean"] == 2.0 and ms["std"] == pytest.approx(1.0)
     assert quantiles([1, 2, 3, 4, 5]) == {"min": 1, "q1": 2, "median": 3, "q3": 4, "max": 5}
-    assert uniform_depth_subnets((3, 3, 3)) == ["1,1,1", "2,2,2", "3,3,3"]
-    assert uniform_depth_subnets((1, 2, 3)) == ["1,1,1", "1,2,2", "1,2,3"]
 
 
 def test_tiny_study_end_to_end_with_report(tmp_path):
@@ -99,6 +96,16 @@ def test_tiny_study_end_to_end_with_report(tmp_path):
     assert len(claims) == 2 * 11 + 2  # 11 claims per BN mode, then KL tracking and cost
     assert all(v in (SUPPORTS, PARTLY, CONTRADICTS) or v.startswith("not measured") for v in claims.values())
     saved = json.loads((out / "analyses" / "study.json").read_text())
+    for bn in ("recalibrated", "running"):
+        # the verdicts follow the measured per-seed numbers; without deeper networks, depth is not measured
+        stats = saved["subnet_stats"][bn]
+        st, ct = stats["ST, space of 27"]["main"]["values"], stats["CT (0 sub-networks)"]["main"]["values"]
+        assert claims[f"ST improves the full network over CT [{bn} BN]"] == paired_verdict(
+            [s - c for s, c in zip(st, ct)]
+        )
+        assert claims[f"Deeper networks loaf more (gap of 1,1,1 alone vs inside CT grows with depth) [{bn} BN]"] == (
+            NOT_MEASURED
+        )
     assert saved["loafing"]["recalibrated"][0]["spec"] == "1,1,1"
     # the space-of-8 run is evaluated over the same 27 sub-networks as the others
     assert saved["subnet_stats"]["running"]["ST, space of 8"]["count"] == 27

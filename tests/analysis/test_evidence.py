@@ -1,17 +1,9 @@
 """The sweep's statistics: paired differences to CT with t intervals, Holm's adjustment,
-pooled comparisons, the written conclusion (numbers from the JSON), and the FLOPs count."""
-
-import re
+pooled comparisons and the tables' rows."""
 
 import pytest
 
-from stimulative.analysis.evidence import (
-    analyse_cells,
-    conclusion_markdown,
-    holm,
-    t_interval,
-    verdict_of,
-)
+from stimulative.analysis.evidence import analyse_cells, cells_table, differences_table, holm, t_interval, verdict_of
 from stimulative.studies.sweep import ct_cell, sd_cell, st_cell
 
 
@@ -54,7 +46,8 @@ def _cell(cell, values, flops=1e12):
     }
 
 
-def _evidence():
+def sample_evidence() -> dict:
+    """Four cells of one group: CT, the default ST (better), an ST variant (worse), SD."""
     cells = [
         _cell(ct_cell(0.1, 30), [(90, 70, 40), (92, 71, 42), (91, 69, 41)]),
         # ST: full network 2 points better in every seed (+ a little noise), sub-networks far better
@@ -66,7 +59,7 @@ def _evidence():
 
 
 def test_paired_comparisons_and_verdict():
-    ev = _evidence()
+    ev = sample_evidence()
     comps = {(c["cell"], c["baseline"], c["bn"], c["metric"]): c for c in ev["comparisons"]}
     st = comps[("10pct-e30/st-l1-t1-n1-kl", "10pct-e30/ct", "recalibrated", "full")]
     assert st["diffs"] == [2.0, 2.5, 1.5] and st["seeds"] == [0, 1, 2]
@@ -86,33 +79,6 @@ def test_paired_comparisons_and_verdict():
     assert cell["metrics"]["recalibrated"]["full"]["mean"] == pytest.approx(91.0) and cell["n"] == 3
 
 
-def test_conclusion_numbers_come_from_the_json():
-    ev = _evidence()
-    text = conclusion_markdown(ev)
-    v = ev["verdict"]["recalibrated"]
-    st = v["st_full_better"][0]
-    assert f"{st['mean']:+.2f} [{st['ci95'][0]:+.2f}, {st['ci95'][1]:+.2f}]" in text
-    assert "Of 2 ST cells, 1 beat CT beyond noise" in text
-    pooled = v["pooled"]["ST vs SD | all | sub_worst"]
-    assert f"worst sub-network {pooled['mean']:+.2f}" in text
-    # every signed number in the text is one of the JSON's numbers, rounded
-    numbers = set()
-
-    def collect(x):
-        if isinstance(x, dict):
-            for y in x.values():
-                collect(y)
-        elif isinstance(x, list):
-            for y in x:
-                collect(y)
-        elif isinstance(x, float):
-            numbers.add(f"{x:+.2f}")
-
-    collect(ev)
-    for n in re.findall(r"[+-]\d+\.\d\d", text):
-        assert n in numbers, n
-
-
 def test_pooling_averages_each_seed_over_the_epochs_budgets():
     cells = [
         _cell(ct_cell(0.1, 30), [(90, 70, 40), (90, 70, 40), (90, 70, 40)]),
@@ -125,3 +91,19 @@ def test_pooling_averages_each_seed_over_the_epochs_budgets():
     assert p["n"] == 3 and p["pairs"] == 5 and p["seeds"] == [0, 1, 2]
     assert p["diffs"] == [2.0, 3.0, 3.0]  # seed 0: (1 + 3) / 2, seed 1: (2 + 4) / 2, seed 2: 3
     assert p["groups"] == ["10pct-e100", "10pct-e30"]
+
+
+def test_tables_hold_the_cells_and_differences_as_text():
+    ev = sample_evidence()
+    header, rows = cells_table(ev)
+    assert header[:3] == ["group", "configuration", "seeds"] and len(header) == 8
+    # the default cells only, CT first, then stochastic depth, then ST
+    defaults = ("10pct-e30/ct", "10pct-e30/sd-p0.5", "10pct-e30/st-l1-t1-n1-kl")
+    assert [r[1] for r in rows] == [ev["cells"][c]["label"] for c in defaults]
+    assert rows[0][2:4] == ["3", "91.00 ± 1.00"]  # CT's full top-1: 90, 92, 91
+    assert len(cells_table(ev, defaults_only=False)[1]) == 4
+    header, rows = differences_table(ev)
+    assert header[3] == "full-network top-1 difference [95 % CI]" and len(rows) == 3  # 2 ST cells and SD
+    st = next(r for r in rows if r[1] == ev["cells"]["10pct-e30/st-l1-t1-n1-kl"]["label"])
+    # differences 2.0, 2.5, 1.5: mean 2, std 0.5, half-width t(0.975, 2) * 0.5 / sqrt(3) = 1.24
+    assert st[:4] == ["10pct-e30", st[1], "3", "+2.00 [+0.76, +3.24]"] and st[6] == "better"

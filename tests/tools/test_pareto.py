@@ -13,6 +13,7 @@ from stimulative.models import create_model
 from stimulative.runtime.measure import count_params
 from stimulative.runtime.measure import forward_flops as count_flops
 from stimulative.tools.pareto import SubnetModule, pareto_front, pick_under_budget
+from stimulative.training.run_dir import RunDir
 
 TINY = [
     "--epochs",
@@ -94,8 +95,18 @@ def test_pareto_run_measures_plots_and_picks(run, capsys):
     assert (run / "pareto.png").stat().st_size > 0
     rows = doc["subnets"]
     assert len(rows) == 6 and doc["pick"] is None
-    assert all(r["params"] > 0 and r["mflops"] > 0 and r["latency_ms"] > 0 for r in rows)
-    assert any(r["pareto_latency"] for r in rows) and any(r["pareto_flops"] for r in rows)
+    model = RunDir(str(run)).load("cpu").model.eval()
+    image = torch.zeros(1, *doc["settings"]["input"])
+    for r in rows:
+        sub = SubnetModule(model, parse_spec(r["spec"]))
+        assert r["blocks"] == len(parse_spec(r["spec"]).flat()) and r["params"] == count_params(sub)
+        assert r["mflops"] == pytest.approx(count_flops(sub, image) / 1e6)
+        assert 0 < r["latency_ms"] == r["latency_min_ms"] <= r["latency_median_ms"]  # --latency-stat min
+    # each front climbs in top-1 as the cost grows, and every sub-network is matched or beaten by one on it
+    for cost, flag in (("latency_ms", "pareto_latency"), ("mflops", "pareto_flops")):
+        front = sorted((r for r in rows if r[flag]), key=lambda r: r[cost])
+        assert front and all(a["top1"] < b["top1"] for a, b in zip(front, front[1:]))
+        assert all(any(f[cost] <= r[cost] and f["top1"] >= r["top1"] for f in front) for r in rows)
     # a budget reuses the measurements and picks the best under it
     budget = sorted(r["mflops"] for r in rows)[2]
     assert (

@@ -16,10 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .stats import mean_std
+from scipy import stats
 
-BN_MODES = ("recalibrated", "running")
-PRIMARY_BN = "recalibrated"  # as the reference implementation evaluates
+from ..core.batchnorm import BN_PROTOCOLS, LEGACY_BN_NAMES
+from .stats import fmt, fmt_interval, mean_std
+
+# the protocols, and the name runs written before them used for ``subnet``; a sweep's modes are
+# those every run reports
+BN_MODES = (*BN_PROTOCOLS, *LEGACY_BN_NAMES)
+PRIMARY_BN = "full"  # the paper's protocol
 # the default ST configuration of the sweep's design: variants are named by what they change
 DEFAULT_ST = {"kl_weight": 1.0, "temperature": 1.0, "subnets_per_step": 1, "kl": "kl", "sandwich": False}
 METRICS = {
@@ -32,8 +37,6 @@ METRICS = {
 def t_interval(diffs: Sequence[float], level: float = 0.95) -> dict:
     """Mean of paired differences with a two-sided t confidence interval and p-value
     (H0: mean 0). Needs at least two differences."""
-    from scipy import stats
-
     n = len(diffs)
     if n < 2:
         raise ValueError("a confidence interval needs at least two paired differences")
@@ -268,42 +271,66 @@ def verdict(evidence: dict, bn: str) -> dict:
     """The numbers the written conclusion quotes, for one BN mode."""
     comps = [c for c in evidence["comparisons"] if c["bn"] == bn]
     st_ct_full = [c for c in comps if c["kind"] == "st vs CT" and c["metric"] == "full"]
+    cells = evidence["cells"]
+    return {
+        "bn": bn,
+        "st_vs_ct_full": _count(comps, "st vs CT", "full"),
+        "st_vs_ct_sub_mean": _count(comps, "st vs CT", "sub_mean"),
+        "st_vs_ct_sub_worst": _count(comps, "st vs CT", "sub_worst"),
+        "sd_vs_ct_full": _count(comps, "SD vs CT", "full"),
+        "st_vs_sd_full": _count(comps, "st vs SD default", "full"),
+        "st_vs_sd_sub_mean": _count(comps, "st vs SD default", "sub_mean"),
+        "st_vs_sd_sub_worst": _count(comps, "st vs SD default", "sub_worst"),
+        "st_full_better": [_brief(c) for c in st_ct_full if c["verdict"] == "better"],
+        "st_full_worse": [_brief(c) for c in st_ct_full if c["verdict"] == "worse"],
+        "best_st_per_group": _best_per_group(st_ct_full),
+        "pooled": _pooled_by_name(evidence["pooled"], bn),
+        "cost_vs_ct": _cost_vs_ct(cells),
+        "destruction": _destruction_by_group(cells, bn),
+    }
 
-    def brief(c: dict) -> dict:
-        return {
-            "cell": c["cell"],
-            "label": c["label"],
-            "group": c["group"],
-            "mean": c["mean"],
-            "ci95": c["ci95"],
-            "p": c["p"],
-            "p_holm": c["p_holm"],
-            "n": c["n"],
-        }
 
-    def count(kind: str, metric: str) -> dict:
-        sel = [c for c in comps if c["kind"] == kind and c["metric"] == metric]
-        return {
-            "cells": len(sel),
-            "better": sum(c["verdict"] == "better" for c in sel),
-            "worse": sum(c["verdict"] == "worse" for c in sel),
-            "better_after_holm": sum(c["verdict"] == "better" and c["beyond_noise_after_holm"] for c in sel),
-            "worse_after_holm": sum(c["verdict"] == "worse" and c["beyond_noise_after_holm"] for c in sel),
-            "mean_of_means": (sum(c["mean"] for c in sel) / len(sel)) if sel else None,
-        }
+def _brief(c: dict) -> dict:
+    """What the conclusion quotes of one comparison."""
+    return {k: c[k] for k in ("cell", "label", "group", "mean", "ci95", "p", "p_holm", "n")}
 
-    pooled = {
+
+def _count(comps: list[dict], kind: str, metric: str) -> dict:
+    """How many comparisons of a kind and metric are better or worse beyond noise (before
+    and after Holm's adjustment), and the mean of their mean differences."""
+    sel = [c for c in comps if c["kind"] == kind and c["metric"] == metric]
+    return {
+        "cells": len(sel),
+        "better": sum(c["verdict"] == "better" for c in sel),
+        "worse": sum(c["verdict"] == "worse" for c in sel),
+        "better_after_holm": sum(c["verdict"] == "better" and c["beyond_noise_after_holm"] for c in sel),
+        "worse_after_holm": sum(c["verdict"] == "worse" and c["beyond_noise_after_holm"] for c in sel),
+        "mean_of_means": (sum(c["mean"] for c in sel) / len(sel)) if sel else None,
+    }
+
+
+def _best_per_group(comps: list[dict]) -> dict:
+    """Per group, the comparison with the largest mean difference."""
+    best: dict = {}
+    for c in comps:
+        if c["group"] not in best or c["mean"] > best[c["group"]]["mean"]:
+            best[c["group"]] = _brief(c)
+    return best
+
+
+def _pooled_by_name(pooled: list[dict], bn: str) -> dict:
+    """The pooled comparisons of one BN mode, named ``kind | split | metric``."""
+    return {
         f"{p['kind']} | {p['split']} | {p['metric']}": {
             k: p[k] for k in ("n", "pairs", "mean", "std", "ci95", "p", "verdict", "groups")
         }
-        for p in evidence["pooled"]
+        for p in pooled
         if p["bn"] == bn
     }
-    best = {}
-    for c in st_ct_full:
-        if c["group"] not in best or c["mean"] > best[c["group"]]["mean"]:
-            best[c["group"]] = brief(c)
-    cells = evidence["cells"]
+
+
+def _cost_vs_ct(cells: dict[str, dict]) -> dict:
+    """Per group, each default configuration's FLOPs and training seconds over CT's."""
     cost = {}
     for group in sorted({c["group"] for c in cells.values()}):
         members = {c["mode"]: c for c in cells.values() if c["group"] == group and c["default"]}
@@ -317,22 +344,7 @@ def verdict(evidence: dict, bn: str) -> dict:
                 for m, c in members.items()
                 if m != "ct"
             }
-    return {
-        "bn": bn,
-        "st_vs_ct_full": count("st vs CT", "full"),
-        "st_vs_ct_sub_mean": count("st vs CT", "sub_mean"),
-        "st_vs_ct_sub_worst": count("st vs CT", "sub_worst"),
-        "sd_vs_ct_full": count("SD vs CT", "full"),
-        "st_vs_sd_full": count("st vs SD default", "full"),
-        "st_vs_sd_sub_mean": count("st vs SD default", "sub_mean"),
-        "st_vs_sd_sub_worst": count("st vs SD default", "sub_worst"),
-        "st_full_better": [brief(c) for c in st_ct_full if c["verdict"] == "better"],
-        "st_full_worse": [brief(c) for c in st_ct_full if c["verdict"] == "worse"],
-        "best_st_per_group": best,
-        "pooled": pooled,
-        "cost_vs_ct": cost,
-        "destruction": _destruction_by_group(cells, bn),
-    }
+    return cost
 
 
 def _destruction_by_group(cells: dict[str, dict], bn: str) -> dict:
@@ -351,168 +363,17 @@ def _destruction_by_group(cells: dict[str, dict], bn: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
-# the written conclusion
+# the tables (header and rows of text); reporting.evidence_text renders them
 
 
-def _ci(c: dict, unit: str = "") -> str:
-    return f"{c['mean']:+.2f}{unit} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+Table = tuple[list[str], list[list[str]]]
 
 
-def conclusion_markdown(evidence: dict, bn: str | None = None) -> str:
-    """The short written conclusion; every number is read from ``evidence``."""
+def cells_table(evidence: dict, bn: str | None = None, defaults_only: bool = True) -> Table:
+    """The cells: top-1 of the full network, the mean and the worst sub-network (mean ± std
+    over seeds), training seconds and TFLOPs."""
     bn = bn or evidence["primary_bn"]
-    v = evidence["verdict"][bn]
-    others = [b for b in evidence["bn_modes"] if b != bn]
-    vo = evidence["verdict"][others[0]] if others else None
-    cells = evidence["cells"]
-    runs = sum(c["n"] for c in cells.values())
-    seeds = sorted({s for c in cells.values() for s in c["seeds"]})
-    groups = sorted(
-        {c["group"] for c in cells.values()}, key=lambda g: (g.split("-e")[0] != "10pct", int(g.split("-e")[1]))
-    )
-    lines = [
-        f"Measured on {len(cells)} cells ({runs} runs of resnet20 on the digits, seeds {seeds}) in the groups "
-        f"{', '.join(groups)} "
-        f"(split-epochs). Differences are paired by seed, in top-1 points, as mean [95 % t interval]; "
-        f"BN statistics {bn} unless said otherwise."
-    ]
-    s = v["st_vs_ct_full"]
-    lines.append("")
-    if not s["cells"]:
-        return (
-            "\n".join(lines + ["No ST cell has a CT cell with two or more shared seeds yet: nothing to compare."])
-            + "\n"
-        )
-    lines.append(
-        f"**ST's full network vs CT.** Of {s['cells']} ST cells, {s['better']} beat CT beyond noise (interval above 0; "
-        f"{s['better_after_holm']} after Holm's correction), {s['worse']} were below it beyond noise "
-        f"({s['worse_after_holm']} after Holm), "
-        f"the rest undecided; the mean of the cells' mean differences is {s['mean_of_means']:+.2f}."
-        + (
-            f" With {others[0]} BN statistics: {vo['st_vs_ct_full']['better']} better, "
-            f"{vo['st_vs_ct_full']['worse']} worse of {vo['st_vs_ct_full']['cells']}."
-            if vo
-            else ""
-        )
-    )
-    if v["st_full_better"]:
-        lines.append(
-            "Cells where ST's full network beats CT beyond noise: "
-            + "; ".join(f"{c['group']} {c['label']}: {_ci(c)} (Holm p {c['p_holm']:.2f})" for c in v["st_full_better"])
-            + "."
-        )
-    if v["st_full_worse"]:
-        lines.append(
-            "Cells where it is below CT beyond noise: "
-            + "; ".join(f"{c['group']} {c['label']}: {_ci(c)}" for c in v["st_full_worse"])
-            + "."
-        )
-    pooled = v["pooled"]
-    parts = []
-    for split in ("10pct", "full", "all"):
-        key = f"ST vs CT | {split} | full"
-        if key in pooled:
-            parts.append(
-                f"{split} split ({len(pooled[key]['groups'])} epochs budgets, {pooled[key]['n']} seeds, "
-                f"{pooled[key]['pairs']} paired runs): {_ci(pooled[key])}"
-            )
-    if parts:
-        lines.append(
-            "Default ST (λ 1, T 1, one sub-network) minus CT, pooled over epochs budgets (each seed's differences "
-            "averaged over the budgets, "
-            "then a t interval over seeds): " + "; ".join(parts) + "."
-        )
-    lines.append("")
-    parts = []
-    for metric, what in (("sub_mean", "mean of all sub-networks"), ("sub_worst", "worst sub-network")):
-        key = f"ST vs CT | all | {metric}"
-        if key in pooled:
-            parts.append(f"{what} {_ci(pooled[key])}")
-    if parts:
-        c1, c2 = v["st_vs_ct_sub_mean"], v["st_vs_ct_sub_worst"]
-        lines.append(
-            f"**Sub-networks.** Default ST minus CT, pooled: {'; '.join(parts)}. Over all ST cells, the mean "
-            "sub-network is better beyond noise in "
-            f"{c1['better']} of {c1['cells']} cells, the worst one in {c2['better']} of {c2['cells']}."
-        )
-    lines.append("")
-    parts = []
-    for metric, what in (
-        ("full", "full network"),
-        ("sub_mean", "mean sub-network"),
-        ("sub_worst", "worst sub-network"),
-    ):
-        for split in ("10pct", "full", "all"):
-            key = f"ST vs SD | {split} | {metric}"
-            if key in pooled and split == "all":
-                parts.append(f"{what} {_ci(pooled[key])}")
-    sd = v["sd_vs_ct_full"]
-    if parts:
-        key = "SD vs CT | all | full"
-        sd_text = (
-            f"Stochastic depth (drop rate 0.5) minus CT on the full network, pooled: {_ci(pooled[key])}; "
-            if key in pooled
-            else ""
-        )
-        lines.append(
-            f"**ST vs stochastic depth.** {sd_text}stochastic-depth cells better than CT beyond noise: "
-            f"{sd['better']} of {sd['cells']}, worse: {sd['worse']}. "
-            f"Default ST minus default stochastic depth, pooled: {'; '.join(parts)}. Over all ST cells against the "
-            "default stochastic depth: "
-            f"full network better in {v['st_vs_sd_full']['better']} and worse in {v['st_vs_sd_full']['worse']} of "
-            f"{v['st_vs_sd_full']['cells']}; "
-            f"mean sub-network better in {v['st_vs_sd_sub_mean']['better']} of {v['st_vs_sd_sub_mean']['cells']}; "
-            f"worst sub-network better in {v['st_vs_sd_sub_worst']['better']} of {v['st_vs_sd_sub_worst']['cells']}."
-        )
-    lines.append("")
-    cost = v["cost_vs_ct"]
-    if cost:
-        parts = []
-        for group, modes in cost.items():
-            if "st" in modes:
-                parts.append(
-                    f"{group}: ST {modes['st']['flops_ratio']:.2f}x FLOPs / {modes['st']['seconds_ratio']:.2f}x seconds"
-                    + (
-                        f", SD {modes['stochastic-depth']['flops_ratio']:.2f}x / "
-                        f"{modes['stochastic-depth']['seconds_ratio']:.2f}x"
-                        if "stochastic-depth" in modes
-                        else ""
-                    )
-                )
-        lines.append(
-            "**Cost** (default configurations against CT; FLOPs counted, seconds as measured, which depend on the "
-            "machine's load "
-            "while each run trained): " + "; ".join(parts) + "."
-        )
-    dest = {g: m for g, m in v["destruction"].items() if len(m) > 1}
-    if dest:
-        names = {"ct": "CT", "st": "ST", "stochastic-depth": "SD"}
-        parts = [
-            f"{g}: "
-            + " / ".join(
-                f"{names[m]} {d['delete_one_worst']:.2f} ({d['delete_k_mean']:.2f})"
-                for m, d in sorted(modes.items(), key=lambda kv: list(names).index(kv[0]))
-            )
-            for g, modes in dest.items()
-        ]
-        lines.append("")
-        lines.append(
-            "**Destruction at test time** (default configurations; worst top-1 drop when deleting one block, and in "
-            "brackets the mean drop "
-            "when deleting 1 to 4 blocks, in points): " + "; ".join(parts) + "."
-        )
-    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
-
-
-def _pm(ms: dict) -> str:
-    return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
-
-
-def cells_table_markdown(evidence: dict, bn: str | None = None, defaults_only: bool = True) -> str:
-    """A Markdown table of the cells: top-1 of the full network, the mean and the worst
-    sub-network (mean ± std over seeds), training seconds and TFLOPs."""
-    bn = bn or evidence["primary_bn"]
-    rows = sorted(
+    cells = sorted(
         evidence["cells"].values(),
         key=lambda c: (
             c["split"] != "10pct",
@@ -522,23 +383,38 @@ def cells_table_markdown(evidence: dict, bn: str | None = None, defaults_only: b
             c["label"],
         ),
     )
-    out = [
-        "| group | configuration | seeds | full top-1 | sub-network mean | worst sub-network | train s | TFLOPs |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "group",
+        "configuration",
+        "seeds",
+        "full top-1",
+        "sub-network mean",
+        "worst sub-network",
+        "train s",
+        "TFLOPs",
     ]
-    for c in rows:
+    rows = []
+    for c in cells:
         if defaults_only and not c["default"]:
             continue
         m = c["metrics"][bn]
-        out.append(
-            f"| {c['group']} | {c['label']} | {c['n']} | {_pm(m['full'])} | {_pm(m['sub_mean'])} | "
-            f"{_pm(m['sub_worst'])} | {c['train_seconds']['mean']:.0f} | {c['flops']['total'] / 1e12:.1f} |"
+        rows.append(
+            [
+                c["group"],
+                c["label"],
+                str(c["n"]),
+                fmt(m["full"]),
+                fmt(m["sub_mean"]),
+                fmt(m["sub_worst"]),
+                f"{c['train_seconds']['mean']:.0f}",
+                f"{c['flops']['total'] / 1e12:.1f}",
+            ]
         )
-    return "\n".join(out) + "\n"
+    return header, rows
 
 
-def differences_table_markdown(evidence: dict, bn: str | None = None, metric: str = "full") -> str:
-    """A Markdown table of every cell minus CT (same seed): mean [95 % interval], Holm p."""
+def differences_table(evidence: dict, bn: str | None = None, metric: str = "full") -> Table:
+    """Every cell minus CT (same seed): mean [95 % interval], p, Holm p, verdict."""
     bn = bn or evidence["primary_bn"]
     comps = [
         c
@@ -546,12 +422,9 @@ def differences_table_markdown(evidence: dict, bn: str | None = None, metric: st
         if c["bn"] == bn and c["metric"] == metric and c["kind"] in ("st vs CT", "SD vs CT")
     ]
     comps.sort(key=lambda c: (c["split"] != "10pct", c["epochs"], c["kind"] != "SD vs CT", c["label"]))
-    out = [
-        f"| group | configuration − CT | n | {METRICS[metric]} difference [95 % CI] | p | Holm p | verdict |",
-        "|---|---|---|---|---|---|---|",
+    header = ["group", "configuration − CT", "n", f"{METRICS[metric]} difference [95 % CI]", "p", "Holm p", "verdict"]
+    rows = [
+        [c["group"], c["label"], str(c["n"]), fmt_interval(c), f"{c['p']:.3f}", f"{c['p_holm']:.3f}", c["verdict"]]
+        for c in comps
     ]
-    for c in comps:
-        out.append(
-            f"| {c['group']} | {c['label']} | {c['n']} | {_ci(c)} | {c['p']:.3f} | {c['p_holm']:.3f} | {c['verdict']} |"
-        )
-    return "\n".join(out) + "\n"
+    return header, rows

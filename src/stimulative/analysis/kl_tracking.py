@@ -3,7 +3,6 @@ on a fixed held-out batch (paper Fig. 7)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -11,6 +10,7 @@ import torch
 from ..core.elastic import ElasticNet
 from ..core.sampling import SubnetSpec
 from ..evaluation.scores import evaluate_subnets
+from ..runtime.files import append_record, read_records
 from .stats import quantiles
 
 
@@ -24,16 +24,12 @@ def record_kl(
     scores = evaluate_subnets(model, [s for s in specs if s != full], [batch], bn="running")
     values = {s.spec: s.kl for s in scores}
     record = {"epoch": epoch, **quantiles(list(values.values())), "values": values}
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    append_record(path, record)
     return record
 
 
 def load_kl_tracking(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "kl_tracking.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
+    """The run's KL records, one per epoch, in epoch order (none if it tracked none)."""
+    records = read_records(os.path.join(run_dir, "kl_tracking.jsonl"))
     latest = {r["epoch"]: r for r in records}  # a resumed run may repeat an epoch: keep the last
     return [latest[e] for e in sorted(latest)]

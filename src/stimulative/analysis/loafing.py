@@ -6,11 +6,6 @@ from __future__ import annotations
 from .stats import mean_std
 
 
-def uniform_depth_subnets(stage_sizes: tuple[int, ...]) -> list[str]:
-    """The default set: keep the first k blocks of every stage, k = 1..n (k capped per stage)."""
-    return [",".join(str(min(k, n)) for n in stage_sizes) for k in range(1, max(stage_sizes) + 1)]
-
-
 def subnet_top1(results: dict, spec: str, bn: str) -> float:
     for entry in results["by_bn"][bn]["subnets"]["per_subnet"]:
         if entry["spec"] == spec:

@@ -27,4 +27,10 @@ def quantiles(values: Sequence[float]) -> dict[str, float]:
 
 
 def fmt(ms: dict[str, float], digits: int = 2) -> str:
+    """``mean ± std``."""
     return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def fmt_interval(c: dict) -> str:
+    """A signed mean and its 95 % interval: ``+1.23 [-0.40, +2.86]``."""
+    return f"{c['mean']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"

@@ -15,15 +15,3 @@ def subnet_statistics(runs: list[dict], bn: str) -> dict:
         out[f] = mean_std([r["by_bn"][bn]["subnets"][f] for r in runs])
     out["count"] = runs[0]["by_bn"][bn]["subnets"]["count"]
     return out
-
-
-def markdown_table(rows: dict[str, dict], label: str = "method") -> str:
-    from .stats import fmt
-
-    lines = [f"| {label} | full top-1 | sub-networks | mean | std | min | max |", "|---|---|---|---|---|---|---|"]
-    for name, st in rows.items():
-        lines.append(
-            f"| {name} | {fmt(st['main'])} | {st['count']} | {fmt(st['mean'])} | {fmt(st['std'])} | {fmt(st['min'])} "
-            f"| {fmt(st['max'])} |"
-        )
-    return "\n".join(lines)

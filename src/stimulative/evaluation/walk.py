@@ -4,12 +4,14 @@ Sub-networks that agree on their first blocks share those activations. :func:`su
 walks the prefix tree of the requested sub-networks depth first, computing each distinct
 prefix once. With BN recalibration, a prefix's statistics depend only on the prefix, so they
 are estimated once per tree node too. :func:`naive_subnet_logits` is the straightforward
-one-sub-network-at-a-time version, kept as the reference the shared walk must equal.
+one-sub-network-at-a-time version (its BN set up by :func:`subnet_bn`), kept as the
+reference the shared walk must equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -107,7 +109,7 @@ def subnet_logits(
     specs: Sequence[SubnetSpec],
     inputs: Iterable[torch.Tensor],
     calibration: Batches = (),
-    bn: str = "recalibrated",
+    bn: str = "subnet",
 ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Yield ``(chunk, spec_indices, logits)`` for every input chunk and sub-network."""
     with SubnetWalk(model, specs, calibration, bn) as walk:
@@ -152,11 +154,12 @@ def _infer(model: ElasticNet, node: _Node, h: torch.Tensor, recalibrate: bool):
         yield node.leaves, model.head(h)
 
 
-@torch.no_grad()
-def naive_subnet_logits(
-    model: ElasticNet, spec: SubnetSpec, inputs: Batches, calibration: Batches = (), bn: str = "subnet"
-) -> list[torch.Tensor]:
-    """One sub-network's logits per input chunk, computed on its own (the reference way)."""
+@contextmanager
+def subnet_bn(model: ElasticNet, spec: SubnetSpec, calibration: Batches = (), bn: str = "subnet") -> Iterator[None]:
+    """``model`` in eval mode with the BN statistics of protocol ``bn`` for ``spec``:
+    re-estimated for it (subnet) or for the full network (full) on the ``calibration``
+    batches, or the running ones. The model's own statistics are restored on exit. Call
+    under ``torch.no_grad()``."""
     bn = bn_protocol(bn)
     with preserved_bn_state(model):
         if bn == "subnet":
@@ -166,4 +169,13 @@ def naive_subnet_logits(
         elif bn == "full":
             reestimate_full_network(model, calibration)
         model.eval()
+        yield
+
+
+@torch.no_grad()
+def naive_subnet_logits(
+    model: ElasticNet, spec: SubnetSpec, inputs: Batches, calibration: Batches = (), bn: str = "subnet"
+) -> list[torch.Tensor]:
+    """One sub-network's logits per input chunk, computed on its own (the reference way)."""
+    with subnet_bn(model, spec, calibration, bn):
         return [model(x, spec) for x in inputs]

@@ -41,6 +41,7 @@ from torch import fx, nn
 
 from ..core.elastic import ElasticNet, ResidualBlock
 from ..core.sampling import BRANCH
+from ..runtime.weights import WeightsFileError, read_weights
 
 SOURCES = ("timm", "torchvision")
 
@@ -132,14 +133,15 @@ def build_source_model(
 
         size_key = "img_size"
     elif source == "torchvision":
-        from torchvision import models
+        # imported here, not at the top: importing torchvision costs every command about 2 s of
+        # CPU at start-up, and only torchvision:NAME models need it (data.py does the same)
+        from torchvision import models as torchvision_models
 
         try:
-            builder = models.get_model_builder(arch)
+            builder = torchvision_models.get_model_builder(arch)
         except ValueError:
-            raise AdapterError(
-                f"unknown torchvision model {arch!r}; choose from {', '.join(models.list_models(models))}"
-            ) from None
+            names = ", ".join(torchvision_models.list_models(torchvision_models))
+            raise AdapterError(f"unknown torchvision model {arch!r}; choose from {names}") from None
 
         def build(**kw):
             return builder(weights=None, num_classes=num_classes, **kw)
@@ -193,22 +195,23 @@ def load_pretrained(model: nn.Module, path: str, num_classes: int) -> list[str]:
     another input size). Anything else is an error."""
     if not os.path.isfile(path):
         raise AdapterError(f"--pretrained-file {path!r}: no such file")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+    state = _original_state(model, path)
+    load, notes = _fit_to_model(state, model, num_classes, path)
+    model.load_state_dict(load, strict=False)
+    return notes
 
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
-        raise AdapterError(
-            f"cannot read pretrained weights {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
+
+def _original_state(model: nn.Module, path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a pretrained weights file under the model's own key names: unwrapped
+    from a training checkpoint, without DDP's ``module.`` prefix, through the timm family's
+    ``checkpoint_filter_fn`` if it has one."""
+    try:
+        state = read_weights(path)
+    except WeightsFileError as e:
+        raise AdapterError(f"cannot read pretrained weights {path!r}: {e}") from None
     for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
+        if isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise AdapterError(f"{path!r} does not hold a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     family = sys.modules.get(type(model).__module__)
     filter_fn = getattr(family, "checkpoint_filter_fn", None)
@@ -217,9 +220,16 @@ def load_pretrained(model: nn.Module, path: str, num_classes: int) -> list[str]:
             state = filter_fn(state, model)
         except Exception:  # noqa: BLE001 - the filter is a best effort; shapes are checked below
             pass
-    own = model.state_dict()
+    return state
+
+
+def _fit_to_model(
+    state: dict[str, torch.Tensor], model: nn.Module, num_classes: int, path: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors to load (an input convolution adapted to the model's channels) and notes
+    on what was left out or adapted; any other difference is an error."""
     notes, load = [], {}
-    for k, target in own.items():
+    for k, target in model.state_dict().items():
         if k not in state:
             if k.endswith("num_batches_tracked"):
                 continue
@@ -243,8 +253,7 @@ def load_pretrained(model: nn.Module, path: str, num_classes: int) -> list[str]:
             raise AdapterError(
                 f"{path!r} does not fit: {k} has shape {tuple(v.shape)} there, {tuple(target.shape)} here"
             )
-    model.load_state_dict(load, strict=False)
-    return notes
+    return load, notes
 
 
 def _adapt_input_conv(w: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -557,29 +566,48 @@ def _ancestors(name: str) -> list[str]:
 def _split(
     model: nn.Module, calls: dict[str, _Call], blocks: list[str], example: torch.Tensor, label: str
 ) -> AdaptedNet:
-    skippable = set(blocks)
-    modules = dict(model.named_modules())
-    containers = {_parent(n) for n in skippable}
+    """Cut ``model`` into stem, stages of blocks and head around the skippable ``blocks``,
+    and check that the result reproduces the model."""
+    units, skippable = _units(calls, blocks)
+    stem, pieces, head = _cut(model, _trace(model, units), units, skippable, label)
+    stages, fixed = _stages(pieces)
+    if fixed:  # shape-changing code after the last skippable block runs with the head
+        head = nn.Sequential(*fixed, head)
+    net = AdaptedNet(stem, stages, head, label)
+    _check_same_outputs(model, net, example, label)
+    return net
+
+
+def _units(calls: dict[str, _Call], blocks: list[str]) -> tuple[list[str], set[str]]:
+    """The modules run as units, in call order (every called child of a stage container),
+    and which of them are skippable."""
+    containers = {_parent(n) for n in blocks}
     units = sorted(
         (n for n in calls if n and _parent(n) in containers and n not in containers and calls[n].count == 1),
         key=lambda n: calls[n].order,
     )
     # a unit nested in another container's unit is run as part of that one
     units = [u for u in units if not any(u.startswith(c + ".") for c in containers if c != _parent(u))]
-    skippable &= set(units)
-    graph = _trace(model, units)
+    return units, set(blocks) & set(units)
+
+
+def _cut(
+    model: nn.Module, graph: fx.Graph, units: list[str], skippable: set[str], label: str
+) -> tuple[fx.GraphModule, list[_Piece], fx.GraphModule]:
+    """The traced forward cut at the unit calls: the stem, the pieces in order (each unit, and
+    the code between two units), the head."""
+    modules = dict(model.named_modules())
     nodes = list(graph.nodes)
     unit_set = set(units)
     unit_nodes = [n for n in nodes if n.op == "call_module" and n.target in unit_set]
     if sorted(n.target for n in unit_nodes) != sorted(units):
         raise AdapterError(f"{label}: the traced forward does not call each block once, as the probe did")
-    placeholder = next(n for n in nodes if n.op == "placeholder")
     for n in unit_nodes:
         if len(n.args) != 1 or n.kwargs or not isinstance(n.args[0], fx.Node):
             raise AdapterError(
                 f"{label}: block {n.target!r} takes more than one tensor; only chains of blocks are supported"
             )
-
+    placeholder = next(n for n in nodes if n.op == "placeholder")
     pieces: list[_Piece] = []
     segment: list[fx.Node] = []
     previous = placeholder
@@ -599,8 +627,13 @@ def _split(
         else:
             segment.append(node)
     output = next(n for n in nodes if n.op == "output")
-    head = _segment(model, segment, previous, output.args[0], "Head", "head")
+    return stem, pieces, _segment(model, segment, previous, output.args[0], "Head", "head")
 
+
+def _stages(pieces: list[_Piece]) -> tuple[list[list[AdaptedBlock]], list[nn.Module]]:
+    """The stages: a new one at each shape-changing piece (consecutive ones run as one block)
+    and where the stage container changes. Also the shape-changing pieces left after the
+    last skippable block."""
     stages: list[list[AdaptedBlock]] = []
     fixed: list[nn.Module] = []
     current: list[AdaptedBlock] | None = None
@@ -618,11 +651,7 @@ def _split(
             stages.append(current)
         current.append(AdaptedBlock(p.module, True))
         container = p.container
-    if fixed:
-        head = nn.Sequential(*fixed, head)
-    net = AdaptedNet(stem, stages, head, label)
-    _check_same_outputs(model, net, example, label)
-    return net
+    return stages, fixed
 
 
 def _chain(mods: list[nn.Module]) -> nn.Module:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..core.elastic import ElasticNet
+from .adapter import AdapterError, _default_size, adapt, create_adapted, is_adapted_name
 
 _MODELS: dict[str, Callable[..., ElasticNet]] = {}
 
@@ -45,8 +46,6 @@ def create_model(
     * an :class:`ElasticNet`, returned as it is.
 
     ``num_classes`` defaults to 10 for a name."""
-    from .adapter import create_adapted, is_adapted_name
-
     if isinstance(name, ElasticNet):
         return name
     if isinstance(name, nn.Module):
@@ -72,8 +71,6 @@ def _adapt_instance(
 ) -> ElasticNet:
     """:func:`.adapter.adapt` with an example batch made up if none is given, on the
     model's device (the probe runs the model once)."""
-    from .adapter import AdapterError, _default_size, adapt
-
     if example is None:
         size = image_size or _default_size(model)
         param = next(model.parameters(), None)

@@ -44,39 +44,7 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
     for mode in ("ct", "stochastic-depth", "st"):
         members = [c for c in cells if c["mode"] == mode]
         for c in members:
-            m = c["metrics"][bn][metric]
-            x = c["flops"]["total"] / 1e12
-            if m["mean"] < lo:  # off the scale (e.g. a configuration that failed to train)
-                ax.plot(x, lo, "v", color=MODE_COLORS[mode], markersize=5, alpha=0.8, clip_on=False)
-                ax.annotate(
-                    f"{_short(c)}: {m['mean']:.1f}",
-                    (x, lo),
-                    fontsize=5.5,
-                    color=MODE_COLORS[mode],
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-                continue
-            ax.errorbar(
-                x,
-                m["mean"],
-                yerr=m["std"],
-                color=MODE_COLORS[mode],
-                marker=EPOCH_MARKERS.get(c["epochs"], "o"),
-                markersize=7 if c["default"] else 4,
-                alpha=1.0 if c["default"] else 0.55,
-                capsize=2,
-                linestyle="none",
-            )
-            if not c["default"]:
-                ax.annotate(
-                    _short(c),
-                    (x, m["mean"]),
-                    fontsize=5.5,
-                    color=MODE_COLORS[mode],
-                    xytext=(3, 2),
-                    textcoords="offset points",
-                )
+            _cell_point(ax, c, c["metrics"][bn][metric], lo)
         line = sorted((c for c in members if c["default"]), key=lambda c: c["epochs"])
         if len(line) > 1:
             ax.plot(
@@ -86,6 +54,42 @@ def _scatter(ax, cells: list[dict], bn: str, metric: str) -> None:
                 alpha=0.7,
             )
     ax.set_ylim(lo, hi + 0.02 * (hi - lo))
+    _cost_axis(ax)
+
+
+def _cell_point(ax, c: dict, m: dict, lo: float) -> None:
+    """One cell's mean ± std (``m``) at its training FLOPs; below ``lo``, a labelled triangle
+    on the bottom edge."""
+    color = MODE_COLORS[c["mode"]]
+    x = c["flops"]["total"] / 1e12
+    if m["mean"] < lo:  # off the scale (e.g. a configuration that failed to train)
+        ax.plot(x, lo, "v", color=color, markersize=5, alpha=0.8, clip_on=False)
+        ax.annotate(
+            f"{_short(c)}: {m['mean']:.1f}",
+            (x, lo),
+            fontsize=5.5,
+            color=color,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+        return
+    ax.errorbar(
+        x,
+        m["mean"],
+        yerr=m["std"],
+        color=color,
+        marker=EPOCH_MARKERS.get(c["epochs"], "o"),
+        markersize=7 if c["default"] else 4,
+        alpha=1.0 if c["default"] else 0.55,
+        capsize=2,
+        linestyle="none",
+    )
+    if not c["default"]:
+        ax.annotate(_short(c), (x, m["mean"]), fontsize=5.5, color=color, xytext=(3, 2), textcoords="offset points")
+
+
+def _cost_axis(ax) -> None:
+    """A logarithmic x axis of training TFLOPs, labelled with plain numbers."""
     ax.set_xscale("log")
     # plain numbers on the log axis: matplotlib's default labels minor ticks as "3×10^-1" and they overlap
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -114,7 +118,7 @@ def _legend(fig) -> None:
     fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
 
 
-def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "full") -> str:
     splits = _splits(evidence)
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
@@ -126,7 +130,7 @@ def full_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -
     return save_figure(fig, folder, f"evidence_full_vs_cost_{bn}.png", legend_strip=0.07)
 
 
-def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "full") -> str:
     splits = _splits(evidence)
     fig, axes = plt.subplots(2, len(splits), figsize=(5.5 * len(splits), 7.5), squeeze=False)
     for j, split in enumerate(splits):
@@ -142,7 +146,7 @@ def subnets_vs_cost_figure(evidence: dict, folder: str, bn: str = "recalibrated"
     return save_figure(fig, folder, f"evidence_subnets_vs_cost_{bn}.png", legend_strip=0.04)
 
 
-def paired_difference_figure(evidence: dict, folder: str, bn: str = "recalibrated") -> str:
+def paired_difference_figure(evidence: dict, folder: str, bn: str = "full") -> str:
     """Forest plot: each ST and stochastic-depth cell minus CT (same seed), mean and 95 %
     interval, for the full network, the mean and the worst sub-network."""
     comps = [c for c in evidence["comparisons"] if c["bn"] == bn and c["kind"] in ("st vs CT", "SD vs CT")]

@@ -11,7 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"CT": "#1f77b4", "ST": "#d62728", "individual": "#2ca02c", "stochastic depth": "#9467bd"}
-BN_TITLES = {"recalibrated": "BN recalibrated per sub-network", "running": "full network's running BN statistics"}
+BN_TITLES = {
+    "full": "full network's BN statistics, re-estimated (the paper's protocol)",
+    "subnet": "BN re-estimated per sub-network",
+    "running": "running BN statistics as trained",
+    "recalibrated": "BN re-estimated per sub-network",  # results written before the protocols were named
+}
+BN_STYLES = {"full": ("-o", "black"), "subnet": ("-.^", "dimgray"), "running": ("--s", "gray")}
 
 
 def save_figure(fig, folder: str, name: str, legend_strip: float = 0.0) -> str:
@@ -103,7 +109,8 @@ def space_size_figure(stats: dict, folder: str) -> str:
     for ax, field, label in zip(
         axes, ("max", "mean", "std"), ("max top-1 (%)", "mean top-1 (%)", "std of top-1 (points)")
     ):
-        for bn, style in (("recalibrated", "-o"), ("running", "--s")):
+        for bn in stats:
+            style, color = BN_STYLES.get(bn, ("-o", "black"))
             names = list(stats[bn])
             xs = [0, 8, 27]
             ys = [stats[bn][n][field]["mean"] for n in names]
@@ -113,7 +120,7 @@ def space_size_figure(stats: dict, folder: str) -> str:
                 ys,
                 yerr=es,
                 fmt=style,
-                color="black" if bn == "recalibrated" else "gray",
+                color=color,
                 capsize=3,
                 label=BN_TITLES[bn],
             )  # not CT/ST colours: these are BN modes
@@ -226,22 +233,21 @@ def run_figure(results: dict, folder: str) -> str:
     """One run: every sub-network's top-1 in each BN mode, the full network as a line."""
     fig, ax = plt.subplots(figsize=(max(6, 0.25 * results["subnets"]["count"] + 2), 4))
     color = COLORS.get(results["mode"].upper(), COLORS["individual"])
-    for bn, marker in (("recalibrated", "o"), ("running", "x")):
-        if bn not in results["by_bn"]:
-            continue
+    for bn in results["by_bn"]:
+        marker, solid = {"running": ("x", False)}.get(bn, ("o", True))
         per = results["by_bn"][bn]["subnets"]["per_subnet"]
         ax.plot(
             range(len(per)),
             [p["top1"] for p in per],
             marker,
             color=color,
-            alpha=0.9 if bn == "recalibrated" else 0.5,
+            alpha=0.9 if solid else 0.5,
             label=f"sub-networks, {BN_TITLES[bn]}",
         )
         ax.axhline(
             results["by_bn"][bn]["main"]["top1"],
             color=color,
-            linestyle="-" if bn == "recalibrated" else ":",
+            linestyle="-" if solid else ":",
             label=f"full network, {bn} BN",
         )
     per = results["subnets"]["per_subnet"]
@@ -257,14 +263,19 @@ def run_figure(results: dict, folder: str) -> str:
     return save_figure(fig, folder, "subnets.png")
 
 
+def _destruction_modes(dest: dict) -> list[str]:
+    """The BN protocols a destruction analysis holds (legacy names included)."""
+    first = next(iter(dest.values()))["per_seed"][0]
+    return [bn for bn in BN_TITLES if bn in first]
+
+
 def study_figures(a: dict, folder: str) -> list[str]:
     return [
         loafing_figure(a["loafing"], folder),
         loafing_depth_figure(a["loafing_depth"], folder),
         subnet_distribution_figure(a["subnet_values"], a["subnet_stats"], folder),
         space_size_figure(a["subnet_stats"], folder),
-        destruction_figure(a["destruction"], "recalibrated", folder),
-        destruction_figure(a["destruction"], "running", folder),
+        *(destruction_figure(a["destruction"], bn, folder) for bn in _destruction_modes(a["destruction"])),
         kl_figure(a["kl_tracking"], folder),
         sampling_rules_figure(a["sampling_rules"], folder),
     ]

@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
+from collections.abc import Callable
 
+from ..analysis.evidence import cells_table, differences_table
 from ..analysis.stats import fmt
+from ..runtime.files import read_json, write_text
+from .evidence_text import conclusion_markdown
+from .figures import BN_TITLES, run_figure
+from .markdown import markdown_table
 
 BN_EXPLAINED = (
-    "Every sub-network accuracy is given twice. *Recalibrated*: before evaluating a sub-network, "
-    "its BatchNorm statistics are re-estimated on up to 2,000 training images, so it is judged with "
-    "statistics of its own activations. *Running*: the sub-network uses the statistics the full "
-    "network accumulated during training. A sub-network's activations differ from the full network's, "
-    "so with running statistics part of what looks like loafing is only mismatched normalisation; "
-    "recalibration removes that part and leaves what the weights themselves can do. Compare methods "
-    "within one mode, not across modes."
+    "Every accuracy names the BatchNorm statistics it was measured with (the BN protocol). *full* "
+    "(the paper's): the full network's statistics are re-estimated on up to 2,000 training images and "
+    "every sub-network uses them. *subnet*: each sub-network's statistics are re-estimated on those "
+    "images, so it is judged with statistics of its own activations (what deploying one sub-network "
+    "does). *running*: the statistics accumulated during training. A sub-network's activations differ "
+    "from the full network's, so under full and running part of what looks like loafing is mismatched "
+    "normalisation; subnet removes that part and leaves what the weights themselves can do. Compare "
+    "methods within one protocol, not across protocols."
 )
 
 
@@ -46,14 +52,7 @@ class Doc:
             elif b[0] == "p":
                 out.append(b[1])
             elif b[0] == "table":
-                out.append(
-                    "| "
-                    + " | ".join(b[1])
-                    + " |\n|"
-                    + "---|" * len(b[1])
-                    + "\n"
-                    + "\n".join("| " + " | ".join(r) + " |" for r in b[2])
-                )
+                out.append(markdown_table(b[1], b[2]))
             else:
                 out.append(f"![{b[2]}]({os.path.relpath(b[1], base)})\n\n*{b[2]}*")
         return "\n\n".join(out) + "\n"
@@ -85,10 +84,7 @@ class Doc:
 
 
 def _run_section(doc: Doc, run_dir: str) -> None:
-    from .figures import run_figure
-
-    with open(os.path.join(run_dir, "results.json")) as fh:
-        r = json.load(fh)
+    r = read_json(os.path.join(run_dir, "results.json"))
     doc.h(2, f"Run {run_dir}: {r['mode'].upper()} {r['model']} on {r['dataset']} (seed {r['seed']})")
     doc.p(
         f"{r['epochs']} epochs, {r['train_seconds']:.0f} s of training; {r['subnets']['count']} sub-networks evaluated."
@@ -112,8 +108,7 @@ def _run_section(doc: Doc, run_dir: str) -> None:
 
 
 def _study_section(doc: Doc, study_dir: str) -> None:
-    with open(os.path.join(study_dir, "analyses", "study.json")) as fh:
-        a = json.load(fh)
+    a = read_json(os.path.join(study_dir, "analyses", "study.json"))
     fig = lambda name: os.path.join(study_dir, "figures", name)  # noqa: E731
     doc.h(2, f"Study {study_dir}: resnet20 on digits, seeds {a['seeds']}")
     doc.h(3, "Claims of the paper, as measured here")
@@ -128,6 +123,22 @@ def _study_section(doc: Doc, study_dir: str) -> None:
     doc.h(3, "Two ways to normalise a sub-network")
     doc.p(BN_EXPLAINED)
     doc.p(_bn_story(a["subnet_stats"]))
+    _loafing_part(doc, a, fig)
+    _subnet_stats_part(doc, a, fig)
+    doc.h(3, "3. Destruction at test time")
+    doc.p("Top-1 drop against the intact network when blocks are deleted or permuted, without retraining.")
+    for bn in ("full", "subnet", "recalibrated"):
+        if os.path.exists(fig(f"destruction_{bn}.png")):
+            doc.image(fig(f"destruction_{bn}.png"), f"Destruction, {BN_TITLES[bn]}")
+    doc.image(fig("destruction_running.png"), "Destruction, full network's running BN statistics")
+    doc.h(3, "4. KL between the network and its sub-networks through training")
+    doc.image(fig("kl_tracking.png"), "KL(full ‖ sub) over all sub-networks, each epoch")
+    _sampling_rules_part(doc, a, fig)
+    _bound_part(doc, a)
+
+
+def _loafing_part(doc: Doc, a: dict, fig: Callable[[str], str]) -> None:
+    """Sub-networks inside CT and ST against the same networks trained alone."""
     doc.h(3, "1. Network loafing")
     for bn, rows in a["loafing"].items():
         doc.table(
@@ -136,6 +147,10 @@ def _study_section(doc: Doc, study_dir: str) -> None:
         )
     doc.image(fig("loafing.png"), "Sub-networks inside CT and ST networks versus trained alone")
     doc.image(fig("loafing_depth.png"), "The same sub-networks inside deeper networks")
+
+
+def _subnet_stats_part(doc: Doc, a: dict, fig: Callable[[str], str]) -> None:
+    """Max, mean, std and min of all sub-networks, per training method."""
     doc.h(3, "2. Statistics of all sub-networks")
     for bn, stats in a["subnet_stats"].items():
         doc.table(
@@ -147,12 +162,10 @@ def _study_section(doc: Doc, study_dir: str) -> None:
         )
     doc.image(fig("subnet_distribution.png"), "Distribution of all sub-networks' top-1, CT vs ST")
     doc.image(fig("space_size.png"), "Max, mean and std of all sub-networks versus sampling-space size")
-    doc.h(3, "3. Destruction at test time")
-    doc.p("Top-1 drop against the intact network when blocks are deleted or permuted, without retraining.")
-    doc.image(fig("destruction_recalibrated.png"), "Destruction, BN recalibrated per destroyed network")
-    doc.image(fig("destruction_running.png"), "Destruction, full network's running BN statistics")
-    doc.h(3, "4. KL between the network and its sub-networks through training")
-    doc.image(fig("kl_tracking.png"), "KL(full ‖ sub) over all sub-networks, each epoch")
+
+
+def _sampling_rules_part(doc: Doc, a: dict, fig: Callable[[str], str]) -> None:
+    """Ordered, stochastic and raw sampling at the same budget."""
     doc.h(3, "5. Sampling rules")
     for bn, stats in a["sampling_rules"].items():
         doc.table(
@@ -160,6 +173,10 @@ def _study_section(doc: Doc, study_dir: str) -> None:
             [[n, fmt(s["main"]), fmt(s["mean"]), fmt(s["std"]), fmt(s["min"])] for n, s in stats.items()],
         )
     doc.image(fig("sampling_rules.png"), "Ordered, stochastic and raw sampling at the same budget")
+
+
+def _bound_part(doc: Doc, a: dict) -> None:
+    """Eq. 4's bound against the measured gap, per BN mode, method and seed."""
     doc.h(3, "6. The bound of Eq. 4")
     rows = []
     for bn, methods in a["eq4"].items():
@@ -181,24 +198,15 @@ def _study_section(doc: Doc, study_dir: str) -> None:
     doc.p("The bound is loose: its log N·e^ε1 term alone is at least log 10 ≈ 2.3 nats, far above the measured gaps.")
 
 
-def _markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a Markdown table written by :mod:`stimulative.analysis.evidence`."""
-    lines = [line.strip().strip("|").split(" | ") for line in text.strip().splitlines()]
-    return [c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]]
-
-
 def _sweep_section(doc: Doc, sweep_dir: str) -> None:
-    from ..analysis.evidence import cells_table_markdown, conclusion_markdown, differences_table_markdown
-
-    with open(os.path.join(sweep_dir, "evidence.json")) as fh:
-        ev = json.load(fh)
+    ev = read_json(os.path.join(sweep_dir, "evidence.json"))
     doc.h(2, f"Sweep {sweep_dir}: when does ST improve the full network?")
     for paragraph in conclusion_markdown(ev).split("\n\n"):
         doc.p(paragraph.strip())
     doc.h(3, "Default configurations")
-    doc.table(*_markdown_table(cells_table_markdown(ev)))
+    doc.table(*cells_table(ev))
     doc.h(3, "Every cell minus CT, full network")
-    doc.table(*_markdown_table(differences_table_markdown(ev)))
+    doc.table(*differences_table(ev))
     for rel in ev.get("figures") or []:
         name = os.path.splitext(os.path.basename(rel))[0].replace("evidence_", "").replace("_", " ")
         doc.image(os.path.join(sweep_dir, rel), name)
@@ -208,7 +216,7 @@ def _bn_story(stats: dict) -> str:
     """The two BN modes side by side, in words, from the measured statistics."""
     ct = {bn: stats[bn]["CT (0 sub-networks)"] for bn in stats}
     st = {bn: stats[bn]["ST, space of 27"] for bn in stats}
-    run, rec = "running", "recalibrated"
+    run, rec = "running", "subnet" if "subnet" in stats else "recalibrated"
     return (
         f"Measured here: with the full network's running statistics, CT's sub-networks average "
         f"{ct[run]['mean']['mean']:.1f} % (worst {ct[run]['min']['mean']:.1f} %); recalibrated, "
@@ -238,10 +246,6 @@ def write_report(dirs: list[str], out: str = "report.md") -> str:
                 f"{d!r} is neither a finished run (results.json), a study (analyses/study.json) nor a sweep "
                 "(evidence.json)"
             )
-    base = os.path.dirname(os.path.abspath(out))
-    with open(out, "w") as fh:
-        fh.write(doc.markdown(base))
-    html_path = os.path.splitext(out)[0] + ".html"
-    with open(html_path, "w") as fh:
-        fh.write(doc.html("stimulative report"))
+    write_text(out, doc.markdown(os.path.dirname(os.path.abspath(out))))
+    write_text(os.path.splitext(out)[0] + ".html", doc.html("stimulative report"))
     return out

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ..reporting.report import write_report
 from ..training.config import TrainConfig
 from .runs import run_or_resume
+from .study import analyse_study
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,6 @@ def reproduce(
     extra: tuple[tuple[str, object], ...] = (),
 ) -> dict:
     """Run (or continue) the study; ``extra`` adds training options to every run."""
-    from ..reporting.report import write_report
-    from .study import analyse_study
-
     os.makedirs(os.path.join(study_dir, "runs"), exist_ok=True)
     runs = plan(list(seeds), epochs, depths, extra)
     started = time.perf_counter()

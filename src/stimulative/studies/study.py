@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 
 from ..analysis.bound import eq4
+from ..analysis.claims import claims_table
 from ..analysis.kl_tracking import load_kl_tracking
 from ..analysis.loafing import loafing_table, subnet_top1
 from ..analysis.sampling_rules import compare_samplers
 from ..analysis.stats import mean_std
 from ..analysis.subnet_stats import subnet_statistics
 from ..core.batchnorm import BN_MODES
+from ..reporting.figures import study_figures
 from ..runtime.files import read_json, write_json
 from ..tools.destruction import cached_destruction
 from ..training.run_dir import RunDir
@@ -35,31 +37,18 @@ def destruction_for(study_dir: str, name: str, seeds: list[int], progress: bool)
 def analyse_study(
     study_dir: str, seeds: list[int], depths: tuple[str, ...] = ("resnet32", "resnet56"), progress: bool = True
 ) -> dict:
+    """Every analysis of the study, the claims table among them, written to
+    ``analyses/study.json``, and the figures drawn. Returns the analyses."""
     ct, st = load_results(study_dir, "ct-resnet20", seeds), load_results(study_dir, "st-resnet20", seeds)
     individual = {spec: load_results(study_dir, f"individual-{spec}", seeds) for spec in ("1,1,1", "2,2,2")}
     individual["3,3,3"] = ct  # the full network trained alone is common training
     out: dict = {"seeds": seeds}
     out["loafing"] = {bn: loafing_table(ct, st, individual, bn) for bn in BN_MODES}
     # deeper networks loaf more: resnet20 and 8-block sub-networks inside deeper networks
-    depth_rows = {}
-    for bn in BN_MODES:
-        rows = []
-        for model, runs_ct, runs_st in [("resnet20", ct, st)] + [
-            (m, load_results(study_dir, f"ct-{m}", seeds), load_results(study_dir, f"st-{m}", seeds)) for m in depths
-        ]:
-            row = {"model": model}
-            for spec, alone in (("1,1,1", individual["1,1,1"]), ("3,3,3", ct)):
-                alone_top1 = mean_std([r["by_bn"][bn]["main"]["top1"] for r in alone])
-                row[spec] = {
-                    "alone": alone_top1,
-                    "ct": mean_std([subnet_top1(r, spec, bn) for r in runs_ct]),
-                    "st": mean_std([subnet_top1(r, spec, bn) for r in runs_st]),
-                }
-            row["ct_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_ct])
-            row["st_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_st])
-            rows.append(row)
-        depth_rows[bn] = rows
-    out["loafing_depth"] = depth_rows
+    trained = [("resnet20", ct, st)] + [
+        (m, load_results(study_dir, f"ct-{m}", seeds), load_results(study_dir, f"st-{m}", seeds)) for m in depths
+    ]
+    out["loafing_depth"] = {bn: [_depth_row(*t, individual["1,1,1"], ct, bn) for t in trained] for bn in BN_MODES}
     space8 = load_results(study_dir, "st-space8-resnet20", seeds)
     out["subnet_stats"] = {
         bn: {
@@ -69,13 +58,7 @@ def analyse_study(
         }
         for bn in BN_MODES
     }
-    out["subnet_values"] = {
-        bn: {
-            "CT": [[p["top1"] for p in r["by_bn"][bn]["subnets"]["per_subnet"]] for r in ct],
-            "ST": [[p["top1"] for p in r["by_bn"][bn]["subnets"]["per_subnet"]] for r in st],
-        }
-        for bn in BN_MODES
-    }
+    out["subnet_values"] = {bn: {"CT": _subnet_top1s(ct, bn), "ST": _subnet_top1s(st, bn)} for bn in BN_MODES}
     samplers = {
         "ordered": st,
         "stochastic": load_results(study_dir, "st-stochastic-resnet20", seeds),
@@ -100,11 +83,29 @@ def analyse_study(
             ("ST raw", samplers["raw"]),
         )
     }
-    from ..analysis.claims import claims_table
-
     out["claims"] = claims_table(out)
     write_analysis(study_dir, "study", out)
-    from ..reporting.figures import study_figures
-
     study_figures(out, os.path.join(study_dir, "figures"))
     return out
+
+
+def _depth_row(
+    model: str, runs_ct: list[dict], runs_st: list[dict], shallow_alone: list[dict], full_alone: list[dict], bn: str
+) -> dict:
+    """The 1,1,1 and 3,3,3 sub-networks inside CT and ST networks of one depth, next to the
+    same networks trained alone, and the full networks' top-1."""
+    row: dict = {"model": model}
+    for spec, alone in (("1,1,1", shallow_alone), ("3,3,3", full_alone)):
+        row[spec] = {
+            "alone": mean_std([r["by_bn"][bn]["main"]["top1"] for r in alone]),
+            "ct": mean_std([subnet_top1(r, spec, bn) for r in runs_ct]),
+            "st": mean_std([subnet_top1(r, spec, bn) for r in runs_st]),
+        }
+    row["ct_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_ct])
+    row["st_full"] = mean_std([r["by_bn"][bn]["main"]["top1"] for r in runs_st])
+    return row
+
+
+def _subnet_top1s(runs: list[dict], bn: str) -> list[list[float]]:
+    """Per run, the top-1 of every evaluated sub-network."""
+    return [[p["top1"] for p in r["by_bn"][bn]["subnets"]["per_subnet"]] for r in runs]

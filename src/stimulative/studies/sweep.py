@@ -49,7 +49,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..analysis.evidence import DEFAULT_ST  # noqa: F401 - part of this module's interface
+from ..analysis.evidence import DEFAULT_ST, analyse_cells  # noqa: F401 - DEFAULT_ST: part of this module's interface
+from ..reporting.evidence_figures import evidence_figures
+from ..reporting.evidence_text import cells_table_markdown, conclusion_markdown, differences_table_markdown
 from ..runtime.files import append_record, read_json, read_json_or_none, write_json
 from ..training.config import config_from_dict
 from ..training.flops import training_flops
@@ -305,8 +307,6 @@ def analyse(sweep_dir: str, figures: bool = True) -> dict:
     """Statistics of every finished cell of the sweep folder into ``evidence.json`` (with the
     progress of the latest plan); with ``figures``, also the figures and ``conclusion.md``.
     Under the folder lock: several launchers may analyse one folder."""
-    from ..analysis.evidence import analyse_cells
-
     with sweep_lock(sweep_dir):
         flops = read_json_or_none(os.path.join(sweep_dir, "flops.json")) or {}
         cells = [_cell_evidence(sweep_dir, desc, seeds, flops) for desc, seeds in finished_cells(sweep_dir)]
@@ -320,9 +320,6 @@ def analyse(sweep_dir: str, figures: bool = True) -> dict:
 
 
 def _write_figures_and_conclusion(sweep_dir: str, evidence: dict) -> None:
-    from ..analysis.evidence import cells_table_markdown, conclusion_markdown, differences_table_markdown
-    from ..reporting.evidence_figures import evidence_figures
-
     evidence["figures"] = [
         os.path.relpath(p, sweep_dir) for p in evidence_figures(evidence, os.path.join(sweep_dir, "figures"))
     ]

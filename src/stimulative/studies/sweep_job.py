@@ -12,9 +12,13 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ..runtime.files import append_record, read_records
+from ..tools.destruction import cached_destruction
 from ..training.config import TrainConfig
 from .claims_lock import claimed, sweep_lock
+from .runs import run_or_resume
 
 LOG = "sweep.jsonl"
 # what a job reports: trained here, found finished, held by another launcher, failed
@@ -96,8 +100,6 @@ def _end_partial_line(path: str) -> None:
 def set_job_threads(threads: int) -> int:
     """Torch threads of this process: ``threads``, or every core it may use (a SLURM
     allocation's, a local pool's share is passed explicitly)."""
-    import torch
-
     n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     torch.set_num_threads(n)
     return n
@@ -107,9 +109,6 @@ def run_job(job: SweepJob) -> dict:
     """Claim, train (or resume, or read back), analyse destruction for a core cell, log. Never
     raises: a failure is reported as a status (its traceback goes to this process's stderr,
     the job's log under a launcher)."""
-    from ..tools.destruction import cached_destruction
-    from .runs import run_or_resume
-
     report = {"cell": job.cell.id, "seed": job.seed, "host": socket.gethostname(), "pid": os.getpid()}
     started = time.perf_counter()
     try:

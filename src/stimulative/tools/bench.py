@@ -27,7 +27,6 @@ over draws; the configurations are interleaved, so a slow spell of the machine h
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import platform
@@ -36,10 +35,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy
 import torch
 import torch.nn.functional as F
+import torchvision
 
-from ..core.batchnorm import calibration_mode, frozen_bn_stats, preserved_bn_state
+from .. import __version__
+from ..core.batchnorm import frozen_bn_stats
 from ..core.elastic import ElasticNet
 from ..core.loss import kl_divergence
 from ..core.sampling import (
@@ -51,8 +53,9 @@ from ..core.sampling import (
     skippable_blocks,
     step_generator,
 )
-from ..evaluation.walk import SubnetWalk
+from ..evaluation.walk import SubnetWalk, subnet_bn
 from ..models import create_model
+from ..runtime.files import write_json
 from ..runtime.measure import count_flops, peak_memory, wall
 from ..training.steps import low_memory_step, training_step
 
@@ -115,11 +118,6 @@ class BenchConfig:
 
 
 def machine_info(device: torch.device) -> dict:
-    import numpy
-    import torchvision
-
-    from .. import __version__
-
     info = {
         "platform": platform.platform(),
         "processor": _cpu_model() or platform.processor(),
@@ -236,17 +234,10 @@ def gradient_difference(
 
 def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int, log: Callable[[str], None]) -> dict:
     """Parts a, b and d (training steps) of one model."""
-    arch = model.architecture
-    space = SamplingSpace.default(arch)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(sizes.batch, model_in_chans(model), sizes.image, sizes.image, generator=gen).to(device)
     y = torch.randint(model_classes(model), (sizes.batch,), generator=gen).to(device)
-    # the sub-networks train.py would draw at steps 0..draws-1 (6 per step; the 1-sub-network
-    # configuration takes the first of them, which is also what train.py draws)
-    draws = []
-    for r in range(sizes.draws):
-        g = step_generator(seed, r)
-        draws.append([sample_subnet(space, arch, "ordered", g) for _ in range(max(SUBNET_COUNTS))])
+    draws = sampled_draws(model, sizes.draws, seed)
     configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference", "low")]
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-5)
     model.train()
@@ -257,7 +248,51 @@ def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
     grads = {n: gradient_difference(model, x, y, draws[0][:n]) for n in SUBNET_COUNTS}
     low_grads = {n: gradient_difference(model, x, y, draws[0][:n], against="low") for n in SUBNET_COUNTS}
     log(f"  gradients ours vs reference: max |diff| {max(g['max_abs_diff'] for g in grads.values()):.2e}")
-    flops = {(k, n): [count_flops(step(k, n, r)) for r in range(sizes.draws)] for k, n in configs}
+    flops = {(k, n): sum(count_flops(step(k, n, r)) for r in range(sizes.draws)) for k, n in configs}
+    times = _time_steps(step, configs, sizes, device, log)
+    memory = {}
+    for c in configs:
+        opt.zero_grad(set_to_none=True)  # the measured step allocates its gradients afresh
+        memory[c] = peak_memory(step(*c, 0), device)
+    total = {c: sum(times[c]) for c in configs}
+    out: dict = {
+        "per_step_seconds": {_step_name(*c): total[c] / sizes.draws for c in configs},
+        "flops_per_step": {_step_name(*c): flops[c] / sizes.draws for c in configs},
+        "peak_memory_mb": {_step_name(*c): memory[c] / 2**20 for c in configs},
+    }
+    out.update(_step_ratios(total, flops))
+    out["gradients_vs_reference"] = {str(n): g for n, g in grads.items()}
+    # --low-memory: each sub-network back-propagated to its branch point at once (same FLOPs as ours)
+    out["low_memory_over_ct_wall"] = _per_count(lambda n: total[("low", n)] / total[("ct", 0)])
+    out["low_memory_wall_over_flops"] = _per_count(
+        lambda n: out["low_memory_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)]
+    )
+    out["low_memory_gradients_vs_joint"] = {str(n): g for n, g in low_grads.items()}
+    out["sampled_subnets"] = [[s.to_text() for s in d] for d in draws]
+    return out
+
+
+def sampled_draws(model: ElasticNet, draws: int, seed: int) -> list[list[SubnetSpec]]:
+    """The sub-networks training would draw at steps 0..draws-1, 6 per step (the
+    1-sub-network configuration takes the first of them, which is also what training draws)."""
+    arch = model.architecture
+    space = SamplingSpace.default(arch)
+    out = []
+    for r in range(draws):
+        g = step_generator(seed, r)
+        out.append([sample_subnet(space, arch, "ordered", g) for _ in range(max(SUBNET_COUNTS))])
+    return out
+
+
+def _time_steps(
+    step: Callable[[str, int, int], Callable[[], None]],
+    configs: list[tuple[str, int]],
+    sizes: Sizes,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> dict[tuple[str, int], list[float]]:
+    """Per configuration and draw, the fastest of ``sizes.passes`` timed steps after one
+    warm-up; the configurations are interleaved in a rotating order."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
     times = {c: [math.inf] * sizes.draws for c in configs}
@@ -267,39 +302,32 @@ def bench_steps(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
             for k, n in order:
                 times[(k, n)][r] = min(times[(k, n)][r], wall(step(k, n, r), device))
         log(f"  pass {p + 1}/{sizes.passes}: CT {sum(times[('ct', 0)]):.3f} s over {sizes.draws} steps")
-    memory = {}
-    for c in configs:
-        opt.zero_grad(set_to_none=True)  # the measured step allocates its gradients afresh
-        memory[c] = peak_memory(step(*c, 0), device)
+    return times
 
-    total = {c: sum(times[c]) for c in configs}
-    total_flops = {c: sum(flops[c]) for c in configs}
-    out = {"per_step_seconds": {}, "flops_per_step": {}, "peak_memory_mb": {}}
-    for k, n in configs:
-        name = "ct" if k == "ct" else f"{k}{n}"
-        out["per_step_seconds"][name] = total[(k, n)] / sizes.draws
-        out["flops_per_step"][name] = total_flops[(k, n)] / sizes.draws
-        out["peak_memory_mb"][name] = memory[(k, n)] / 2**20
+
+def _step_name(kind: str, n: int) -> str:
+    return "ct" if kind == "ct" else f"{kind}{n}"
+
+
+def _per_count(value: Callable[[int], float]) -> dict[str, float]:
+    """``value(n)`` for each number of sub-networks, keyed by it as text."""
+    return {str(n): value(n) for n in SUBNET_COUNTS}
+
+
+def _step_ratios(total: dict[tuple[str, int], float], flops: dict[tuple[str, int], int]) -> dict:
+    """ST against CT and the reference way against ST, in wall time and in FLOPs (from the
+    totals over the draws)."""
     ct = ("ct", 0)
-    out["st_over_ct_wall"] = {str(n): total[("st", n)] / total[ct] for n in SUBNET_COUNTS}
-    out["st_over_ct_flops"] = {str(n): total_flops[("st", n)] / total_flops[ct] for n in SUBNET_COUNTS}
-    out["wall_over_flops"] = {
-        str(n): out["st_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)] for n in SUBNET_COUNTS
+    st_over_ct_wall = _per_count(lambda n: total[("st", n)] / total[ct])
+    st_over_ct_flops = _per_count(lambda n: flops[("st", n)] / flops[ct])
+    return {
+        "st_over_ct_wall": st_over_ct_wall,
+        "st_over_ct_flops": st_over_ct_flops,
+        "wall_over_flops": _per_count(lambda n: st_over_ct_wall[str(n)] / st_over_ct_flops[str(n)]),
+        "reference_over_ct_flops": _per_count(lambda n: flops[("reference", n)] / flops[ct]),
+        "vs_reference_speedup": _per_count(lambda n: total[("reference", n)] / total[("st", n)]),
+        "vs_reference_flop_saving": _per_count(lambda n: flops[("reference", n)] / flops[("st", n)]),
     }
-    out["reference_over_ct_flops"] = {str(n): total_flops[("reference", n)] / total_flops[ct] for n in SUBNET_COUNTS}
-    out["vs_reference_speedup"] = {str(n): total[("reference", n)] / total[("st", n)] for n in SUBNET_COUNTS}
-    out["vs_reference_flop_saving"] = {
-        str(n): total_flops[("reference", n)] / total_flops[("st", n)] for n in SUBNET_COUNTS
-    }
-    out["gradients_vs_reference"] = {str(n): g for n, g in grads.items()}
-    # --low-memory: each sub-network back-propagated to its branch point at once (same FLOPs as ours)
-    out["low_memory_over_ct_wall"] = {str(n): total[("low", n)] / total[ct] for n in SUBNET_COUNTS}
-    out["low_memory_wall_over_flops"] = {
-        str(n): out["low_memory_over_ct_wall"][str(n)] / out["st_over_ct_flops"][str(n)] for n in SUBNET_COUNTS
-    }
-    out["low_memory_gradients_vs_joint"] = {str(n): g for n, g in low_grads.items()}
-    out["sampled_subnets"] = [[s.to_text() for s in d] for d in draws]
-    return out
 
 
 def model_in_chans(model: ElasticNet) -> int:
@@ -319,21 +347,17 @@ def model_classes(model: ElasticNet) -> int:
 def naive_all(
     model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str
 ) -> tuple[list, float, float]:
-    """:func:`stimulative.evaluation.walk.naive_subnet_logits` for every spec, timing its two parts:
-    ``(logits per spec, calibration seconds, inference seconds)``."""
+    """:func:`stimulative.evaluation.walk.naive_subnet_logits` for every spec, timing its two parts
+    (setting up the spec's BN statistics, then inference): ``(logits per spec, calibration
+    seconds, inference seconds)``."""
     out, t_cal, t_inf = [], 0.0, 0.0
     for spec in specs:
-        with preserved_bn_state(model):
-            t0 = time.perf_counter()
-            if bn == "recalibrated":
-                with calibration_mode(model):
-                    for x in calibration:
-                        model(x, spec)
-            model.eval()
+        t0 = time.perf_counter()
+        with subnet_bn(model, spec, calibration, bn):
             t1 = time.perf_counter()
             out.append([model(x, spec) for x in inputs])
             t_inf += time.perf_counter() - t1
-            t_cal += t1 - t0
+        t_cal += t1 - t0
     return out, t_cal, t_inf
 
 
@@ -374,13 +398,9 @@ def bench_eval(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int,
         else SamplingSpace.default(arch)
     )
     specs = list(enumerate_subnets(space, arch))
-    gen = torch.Generator().manual_seed(seed + 1)
-    shape = (model_in_chans(model), sizes.image, sizes.image)
-    chunk = max(1, min(sizes.eval_images, 500))
-    inputs = [t.to(device) for t in torch.randn(sizes.eval_images, *shape, generator=gen).split(chunk)]
-    calibration = [t.to(device) for t in torch.randn(sizes.calib_images, *shape, generator=gen).split(chunk)]
+    inputs, calibration = _eval_batches(model, sizes, device, seed)
     model.eval()
-    naive_all(model, specs[-1:], inputs, calibration, "recalibrated")  # warm-up
+    naive_all(model, specs[-1:], inputs, calibration, "subnet")  # warm-up
     out: dict = {
         "subnets": len(specs),
         "space_min_depths": [min(d) for d in space.depths],
@@ -388,45 +408,58 @@ def bench_eval(model: ElasticNet, sizes: Sizes, device: torch.device, seed: int,
         "calib_images": sizes.calib_images,
         "block_runs": block_runs(specs),
     }
-    for bn in ("recalibrated", "running"):
-        naive, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
-        shared, s_cal, s_inf = shared_all(model, specs, inputs, calibration, bn)
-        diff = max_abs_diff(naive, shared)
-        out[bn] = {
-            "naive_seconds": n_cal + n_inf,
-            "shared_seconds": s_cal + s_inf,
-            "speedup": (n_cal + n_inf) / (s_cal + s_inf),
-            "max_abs_diff": diff,
-        }
-        if bn == "recalibrated":
-            out[bn].update(
-                {
-                    "naive_calibration_seconds": n_cal,
-                    "shared_calibration_seconds": s_cal,
-                    "calibration_speedup": n_cal / s_cal,
-                }
-            )
-        log(f"  {bn} BN: naive {n_cal + n_inf:.2f} s, shared {s_cal + s_inf:.2f} s, max |dlogit| {diff:.1e}")
+    for bn in ("subnet", "running"):
+        out[bn] = naive_against_shared(model, specs, inputs, calibration, bn, with_calibration=bn == "subnet")
+        log(
+            f"  {bn} BN: naive {out[bn]['naive_seconds']:.2f} s, shared {out[bn]['shared_seconds']:.2f} s, "
+            f"max |dlogit| {out[bn]['max_abs_diff']:.1e}"
+        )
     full = [arch.full()]
     out["peak_memory_mb"] = {
-        "naive_one_subnet": peak_memory(lambda: naive_all(model, full, inputs, calibration, "recalibrated"), device)
-        / 2**20,
-        "shared_all_subnets": peak_memory(lambda: shared_all(model, specs, inputs, calibration, "recalibrated"), device)
+        "naive_one_subnet": peak_memory(lambda: naive_all(model, full, inputs, calibration, "subnet"), device) / 2**20,
+        "shared_all_subnets": peak_memory(lambda: shared_all(model, specs, inputs, calibration, "subnet"), device)
         / 2**20,
         "note": "naive frees everything between sub-networks: its peak is one sub-network's (the full network's); "
         "the shared walk's covers the whole walk",
     }
     # destruction sweep: the full network without one block, for every skippable block
     deletions = [delete_blocks(arch, [b]) for b in skippable_blocks(arch)]
-    naive, n_cal, n_inf = naive_all(model, deletions, inputs, calibration, "running")
-    shared, s_cal, s_inf = shared_all(model, deletions, inputs, calibration, "running")
     out["deletion"] = {
         "subnets": len(deletions),
+        **naive_against_shared(model, deletions, inputs, calibration, "running"),
+    }
+    return out
+
+
+def _eval_batches(
+    model: ElasticNet, sizes: Sizes, device: torch.device, seed: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Random evaluation and calibration images, in chunks of at most 500."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    shape = (model_in_chans(model), sizes.image, sizes.image)
+    chunk = max(1, min(sizes.eval_images, 500))
+    inputs = [t.to(device) for t in torch.randn(sizes.eval_images, *shape, generator=gen).split(chunk)]
+    calibration = [t.to(device) for t in torch.randn(sizes.calib_images, *shape, generator=gen).split(chunk)]
+    return inputs, calibration
+
+
+def naive_against_shared(
+    model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str, with_calibration: bool = False
+) -> dict:
+    """Seconds of the naive and the shared way over ``specs``, the speedup, the largest
+    logit difference; ``with_calibration``: the calibration part's seconds and speedup too."""
+    naive, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
+    shared, s_cal, s_inf = shared_all(model, specs, inputs, calibration, bn)
+    out = {
         "naive_seconds": n_cal + n_inf,
         "shared_seconds": s_cal + s_inf,
         "speedup": (n_cal + n_inf) / (s_cal + s_inf),
         "max_abs_diff": max_abs_diff(naive, shared),
     }
+    if with_calibration:
+        out["naive_calibration_seconds"] = n_cal
+        out["shared_calibration_seconds"] = s_cal
+        out["calibration_speedup"] = n_cal / s_cal
     return out
 
 
@@ -466,9 +499,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         if not cfg.skip_eval:
             ev = bench_eval(model, sizes, device, cfg.seed, log)
             entry["eval"] = ev
-            entry["shared_eval_speedup"] = ev["recalibrated"]["speedup"]
+            entry["shared_eval_speedup"] = ev["subnet"]["speedup"]
             entry["shared_eval_max_abs_diff"] = max(
-                ev["recalibrated"]["max_abs_diff"], ev["running"]["max_abs_diff"], ev["deletion"]["max_abs_diff"]
+                ev["subnet"]["max_abs_diff"], ev["running"]["max_abs_diff"], ev["deletion"]["max_abs_diff"]
             )
         entry["seconds"] = time.perf_counter() - t
         entry["targets_met"] = targets_met(entry)
@@ -503,7 +536,7 @@ def format_table(results: dict) -> str:
             f"{pair(e['wall_over_flops']):>11} "
             f"{pair(e['low_memory_wall_over_flops']):>12} {pair(e['vs_reference_speedup']):>11} "
             + (
-                f"{ev['recalibrated']['speedup']:>7.2f} {ev['recalibrated']['calibration_speedup']:>8.2f} "
+                f"{ev['subnet']['speedup']:>7.2f} {ev['subnet']['calibration_speedup']:>8.2f} "
                 f"{ev['deletion']['speedup']:>6.2f} {e['shared_eval_max_abs_diff']:>11.1e}"
                 if ev
                 else ""
@@ -529,9 +562,6 @@ def main(cfg: BenchConfig) -> dict:
     results = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(results))
     if cfg.out:
-        tmp = cfg.out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(results, fh, indent=1)
-        os.replace(tmp, cfg.out)
+        write_json(cfg.out, results)
         print(f"written {cfg.out}")
     return results

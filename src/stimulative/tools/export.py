@@ -25,20 +25,24 @@ from __future__ import annotations
 import copy
 import importlib.machinery
 import importlib.util
-import json
 import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..core.batchnorm import BN_PROTOCOLS, calibration_mode, needs_calibration, reestimate_full_network
 from ..core.elastic import ElasticNet
 from ..core.sampling import SubnetSpec, parse_spec
 from ..evaluation.walk import naive_subnet_logits
+from ..runtime.files import write_json, write_text
 from ..runtime.measure import count_params, forward_flops
+from ..training.config import TrainConfig
 from ..training.run_dir import RunDir
 from .pareto import SubnetModule
 
@@ -235,20 +239,8 @@ def export_run(
     force: bool = False,
 ) -> dict:
     """Export sub-network ``subnet`` of the run in ``run_dir`` (see the module docstring)."""
-    from safetensors.torch import save_file
-
     spec = parse_spec(subnet)
-    out = out or os.path.join(
-        run_dir, "export", f"subnet-{re.sub(r'[^0-9A-Za-z]+', '_', spec.to_text()).strip('_')}", "model.safetensors"
-    )
-    if not out.endswith(".safetensors"):
-        raise ExportError(f"--out {out!r}: name the weights file *.safetensors (model.py and model.json go beside it)")
-    stem = out[: -len(".safetensors")]
-    paths = {"weights": out, "module": stem + ".py", "report": stem + ".json"}
-    paths.update({k: v for k, v in (("torchscript", torchscript), ("onnx", onnx), ("pt2", pt2)) if v})
-    existing = [p for p in paths.values() if os.path.exists(p)]
-    if existing and not force:
-        raise ExportError(f"{existing[0]!r} already exists; pass --force to overwrite it, or another --out")
+    paths = _output_paths(run_dir, spec, out, {"torchscript": torchscript, "onnx": onnx, "pt2": pt2}, force)
     if bn not in EXPORT_BN:
         raise ExportError(f"unknown BN mode {bn!r}; choose from {', '.join(EXPORT_BN)}")
 
@@ -264,78 +256,135 @@ def export_run(
     test_x, test_y = _test_images(data, check_images, cfg.eval_batch_size, str(dev))
     example = test_x[0][:2]
     program, dynamic = export_program(sub, example)
-    doc = (
-        f"Sub-network {spec} of {cfg.model} ({len(spec.flat())} of {sum(model.architecture.stage_sizes)} blocks), "
-        f"exported by `stimulative export` from {os.path.abspath(run_dir)}.\n"
-        f"BatchNorm statistics: {bn}. Input: (batch, {meta['in_chans']}, {data.image_size}, {data.image_size}) "
-        f"{'' if dynamic else f'with batch size {len(example)} exactly '}normalised as the run's {cfg.dataset} data; "
-        f"output: (batch, {meta['num_classes']}) logits."
-    )
-    source, tensors = standalone_source(program, doc, os.path.basename(out))
+    doc = _module_doc(spec, cfg, model, data.image_size, meta, run_dir, bn, None if dynamic else len(example))
+    source, tensors = standalone_source(program, doc, os.path.basename(paths["weights"]))
 
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = {k: f"{v}.tmp{os.path.splitext(v)[1]}" for k, v in paths.items()}
-    try:
+    with _staged(paths) as tmp:
         save_file(
             tensors,
             tmp["weights"],
             metadata={"subnet": spec.to_text(), "model": cfg.model, "bn": bn, "run": os.path.abspath(run_dir)},
         )
-        with open(tmp["module"], "w") as fh:
-            fh.write(source)
+        write_text(tmp["module"], source)
         reference = torch.cat(naive_subnet_logits(model, spec, test_x, calibration, bn))
-        exported = load_standalone(tmp["module"], tmp["weights"]).to(dev)
-        check = {"standalone": _compare(exported, test_x, test_y, reference)}
-        if "torchscript" in paths:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = torch.jit.trace(sub, example, check_trace=False)
-                traced.save(tmp["torchscript"])
-                check["torchscript"] = _compare(
-                    torch.jit.load(tmp["torchscript"], map_location=dev), test_x, test_y, reference
-                )
-        if "pt2" in paths:
-            torch.export.save(program, tmp["pt2"])
-            check["pt2"] = (
-                _compare(torch.export.load(tmp["pt2"]).module(), test_x, test_y, reference) if dynamic else "written"
-            )
-        if "onnx" in paths:
-            _export_onnx(sub, example, tmp["onnx"], dynamic)
-            check["onnx"] = _check_onnx(tmp["onnx"], test_x, test_y, reference)
-        bad = {k: v for k, v in check.items() if isinstance(v, dict) and not v["equal"]}
-        if bad:
-            k, v = next(iter(bad.items()))
-            raise ExportError(
-                f"the {k} export differs from the sub-network inside the full model (max |logit difference| "
-                f"{v['max_abs_diff']:.3g}); nothing written"
-            )
+        check = _check_exports(tmp, sub, program, example, dynamic, dev, (test_x, test_y, reference))
         report = {
             "run": os.path.abspath(run_dir),
             "model": cfg.model,
             "subnet": spec.to_text(),
             "bn": bn,
-            "blocks": len(spec.flat()),
-            "blocks_full": sum(model.architecture.stage_sizes),
-            "params": count_params(sub),
-            "params_full": count_params(model),
-            "mflops": forward_flops(sub, example[:1]) / 1e6,
-            "mflops_full": forward_flops(model, example[:1]) / 1e6,
+            **_sizes(model, sub, spec, example[:1]),
             "input": [meta["in_chans"], data.image_size, data.image_size],
             "num_classes": meta["num_classes"],
             "dynamic_batch": dynamic,
             "check": check,
             "files": {k: os.path.abspath(v) for k, v in paths.items() if k != "report"},
         }
-        with open(tmp["report"], "w") as fh:
-            json.dump(report, fh, indent=1)
+        write_json(tmp["report"], report)
+    _print_report(report, paths)
+    return report
+
+
+def _module_doc(
+    spec: SubnetSpec,
+    cfg: TrainConfig,
+    model: ElasticNet,
+    image_size: int,
+    meta: dict,
+    run_dir: str,
+    bn: str,
+    fixed_batch: int | None,
+) -> str:
+    """The docstring of ``model.py``: what was exported, from where, and what it takes."""
+    return (
+        f"Sub-network {spec} of {cfg.model} ({len(spec.flat())} of {sum(model.architecture.stage_sizes)} blocks), "
+        f"exported by `stimulative export` from {os.path.abspath(run_dir)}.\n"
+        f"BatchNorm statistics: {bn}. Input: (batch, {meta['in_chans']}, {image_size}, {image_size}) "
+        f"{f'with batch size {fixed_batch} exactly ' if fixed_batch else ''}normalised as the run's {cfg.dataset} "
+        f"data; output: (batch, {meta['num_classes']}) logits."
+    )
+
+
+def _sizes(model: ElasticNet, sub: nn.Module, spec: SubnetSpec, image: torch.Tensor) -> dict:
+    """Blocks, parameters and MFLOPs (for one ``image``) of the sub-network and the full network."""
+    return {
+        "blocks": len(spec.flat()),
+        "blocks_full": sum(model.architecture.stage_sizes),
+        "params": count_params(sub),
+        "params_full": count_params(model),
+        "mflops": forward_flops(sub, image) / 1e6,
+        "mflops_full": forward_flops(model, image) / 1e6,
+    }
+
+
+def _output_paths(run_dir: str, spec: SubnetSpec, out: str, extra: dict[str, str], force: bool) -> dict[str, str]:
+    """The files to write, by kind: the weights (``out``, by default under the run's
+    ``export`` folder), ``model.py`` and ``model.json`` beside them, and each asked-for
+    ``extra`` format. Existing files are refused unless ``force``."""
+    out = out or os.path.join(
+        run_dir, "export", f"subnet-{re.sub(r'[^0-9A-Za-z]+', '_', spec.to_text()).strip('_')}", "model.safetensors"
+    )
+    if not out.endswith(".safetensors"):
+        raise ExportError(f"--out {out!r}: name the weights file *.safetensors (model.py and model.json go beside it)")
+    stem = out[: -len(".safetensors")]
+    paths = {"weights": out, "module": stem + ".py", "report": stem + ".json"}
+    paths.update({k: v for k, v in extra.items() if v})
+    existing = [p for p in paths.values() if os.path.exists(p)]
+    if existing and not force:
+        raise ExportError(f"{existing[0]!r} already exists; pass --force to overwrite it, or another --out")
+    return paths
+
+
+@contextmanager
+def _staged(paths: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Temporary names for ``paths``, by kind; they take their final names together when the
+    block completes, and whatever is left of them is removed either way (nothing half-written
+    or unchecked ever bears a final name)."""
+    os.makedirs(os.path.dirname(os.path.abspath(paths["weights"])), exist_ok=True)
+    tmp = {k: f"{v}.tmp{os.path.splitext(v)[1]}" for k, v in paths.items()}
+    try:
+        yield tmp
         for k, p in paths.items():
             os.replace(tmp[k], p)
     finally:
         for p in tmp.values():
             if os.path.exists(p):
                 os.remove(p)
-    _print_report(report, paths)
-    return report
+
+
+def _check_exports(
+    tmp: dict[str, str],
+    sub: nn.Module,
+    program: torch.export.ExportedProgram,
+    example: torch.Tensor,
+    dynamic: bool,
+    dev: torch.device,
+    images: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor],
+) -> dict:
+    """Write the asked-for extra formats, load every written file back and compare its logits
+    with the sub-network inside the full model (``images``: test inputs, labels and those
+    reference logits). Raises if any differs."""
+    check = {"standalone": _compare(load_standalone(tmp["module"], tmp["weights"]).to(dev), *images)}
+    if "torchscript" in tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(sub, example, check_trace=False)
+            traced.save(tmp["torchscript"])
+            check["torchscript"] = _compare(torch.jit.load(tmp["torchscript"], map_location=dev), *images)
+    if "pt2" in tmp:
+        torch.export.save(program, tmp["pt2"])
+        check["pt2"] = _compare(torch.export.load(tmp["pt2"]).module(), *images) if dynamic else "written"
+    if "onnx" in tmp:
+        _export_onnx(sub, example, tmp["onnx"], dynamic)
+        check["onnx"] = _check_onnx(tmp["onnx"], *images)
+    bad = {k: v for k, v in check.items() if isinstance(v, dict) and not v["equal"]}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise ExportError(
+            f"the {k} export differs from the sub-network inside the full model (max |logit difference| "
+            f"{v['max_abs_diff']:.3g}); nothing written"
+        )
+    return check
 
 
 def _test_images(data, count: int, batch_size: int, device: str) -> tuple[list[torch.Tensor], torch.Tensor]:

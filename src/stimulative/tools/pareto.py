@@ -11,7 +11,6 @@ running at the same time make it noisy.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -20,11 +19,18 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..core.batchnorm import bn_protocol, needs_calibration
 from ..core.elastic import ElasticNet
-from ..core.sampling import BRANCH, SubnetSpec, parse_spec
+from ..core.sampling import BRANCH, Architecture, SubnetSpec, parse_spec, select_subnets
+from ..core.spaces import build_space
+from ..data import DataSource
+from ..evaluation.scores import evaluate_subnets
+from ..reporting.pareto_figure import plot_pareto
+from ..runtime.files import read_json_or_none, write_json
 from ..runtime.measure import count_params, forward_flops
+from ..training.config import TrainConfig
 from ..training.run_dir import RunDir
 
 
@@ -150,21 +156,7 @@ def pareto_run(
 ) -> dict:
     """Measure every sub-network of a run (or reuse ``out`` if it holds the same
     measurement), plot, and pick under the budget. Returns the written document."""
-    from tqdm.auto import tqdm
-
-    from ..core.sampling import select_subnets
-    from ..core.spaces import build_space
-    from ..evaluation.scores import evaluate_subnets
-
-    if latency_stat not in ("median", "min"):
-        raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
-    bn = bn_protocol(bn)
-    if (
-        os.path.basename(out) != out
-        or not out.endswith(".json")
-        or out in ("results.json", "config.yaml", "metrics.jsonl")
-    ):
-        raise ValueError(f"--out {out!r}: give a new .json file name inside the run folder")
+    _check_options(bn, out, latency_stat)
     path = os.path.join(run_dir, out)
     plot_path = path[: -len(".json")] + ".png"
     model, cfg, data, dev, meta = RunDir(run_dir).load(device)
@@ -182,68 +174,97 @@ def pareto_run(
         "subnets": [s.to_text() for s in specs],
         "input": [meta["in_chans"], data.image_size, data.image_size],
     }
-    previous = _read_json(path)
-    if previous is not None and not force:
-        if previous.get("settings") != settings:
-            raise ValueError(
-                f"{path!r} holds another measurement (other sub-networks or settings); pass --force to redo it, or "
-                "--out another.json"
-            )
-        rows = previous["subnets"]
-        print(f"reusing the measurements in {path} (pass --force to measure again)")
-    else:
-        calibration = (
-            data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, 0, str(dev))
-            if needs_calibration(bn)
-            else []
-        )
-        test = data.eval_batches(data.test, cfg.eval_batch_size, 0, str(dev))
-        bar = tqdm(
-            total=len(specs) * math.ceil(len(data.test) / cfg.eval_batch_size),
-            desc=f"top-1 ({bn} BN)",
-            disable=not progress,
-            leave=False,
-        )
-        scores = {s.spec: s.top1 for s in evaluate_subnets(model, specs, test, calibration, bn, progress=bar.update)}
-        bar.close()
+    rows = _reusable_rows(path, settings, force)
+    if rows is None:
+        scores = _top1_scores(model, cfg, data, dev, specs, bn, progress)
         example = next(iter(data.eval_batches(data.test, 1, 0, str(dev))))[0]
         bar = tqdm(total=repeats, desc="latency rounds", disable=not progress, leave=False)
         rows = measure_subnets(model, specs, scores, example, latency_batch, repeats, bar.update, latency_stat)
         bar.close()
-    by_ms = pareto_front([r["latency_ms"] for r in rows], [r["top1"] for r in rows])
-    by_flops = pareto_front([r["mflops"] for r in rows], [r["top1"] for r in rows])
-    for i, r in enumerate(rows):
-        r["pareto_latency"], r["pareto_flops"] = i in by_ms, i in by_flops
-    doc = {
-        "run": run_dir,
-        "model": cfg.model,
-        "settings": settings,
-        "subnets": rows,
-        "full": next((r for r in rows if parse_spec(r["spec"]) == arch.full()), None),
-        "pick": None,
-    }
-    failed = None
-    if budget_ms is not None or budget_mflops is not None:
-        try:
-            doc["pick"] = {
-                "budget_ms": budget_ms,
-                "budget_mflops": budget_mflops,
-                **pick_under_budget(rows, budget_ms, budget_mflops),
-            }
-        except ValueError as e:
-            failed = e  # the measurements are still worth writing
-    _write_json(path, doc)
-    plot_pareto(
-        rows,
-        plot_path,
-        title=f"{cfg.model}: {bn} BN, {latency_stat} latency of batch {latency_batch} on {dev}",
-        pick=doc["pick"],
-    )
+    doc = {"run": run_dir, "model": cfg.model, "settings": settings, **_front(rows, arch), "pick": None}
+    doc["pick"], failed = _budget_pick(rows, budget_ms, budget_mflops)  # the pick carries its front flags
+    write_json(path, doc)
+    title = f"{cfg.model}: {bn} BN, {latency_stat} latency of batch {latency_batch} on {dev}"
+    plot_pareto(rows, plot_path, title=title, pick=doc["pick"])
     print_pareto(doc)
     print(f"written {path} and {plot_path}")
     if failed is not None:
         raise failed
     return doc
+
+
+def _reusable_rows(path: str, settings: dict, force: bool) -> list[dict] | None:
+    """The rows measured earlier at ``path`` with the same settings; None if there are none
+    or ``force``. An earlier measurement with other settings is an error."""
+    previous = _previous_measurement(path)
+    if previous is None or force:
+        return None
+    if previous.get("settings") != settings:
+        raise ValueError(
+            f"{path!r} holds another measurement (other sub-networks or settings); pass --force to redo it, or "
+            "--out another.json"
+        )
+    print(f"reusing the measurements in {path} (pass --force to measure again)")
+    return previous["subnets"]
+
+
+def _budget_pick(
+    rows: list[dict], budget_ms: float | None, budget_mflops: float | None
+) -> tuple[dict | None, ValueError | None]:
+    """``(pick, None)``: the best sub-network under the budget (None without a budget), or
+    ``(None, error)`` when none fits (the measurements are still worth writing)."""
+    if budget_ms is None and budget_mflops is None:
+        return None, None
+    try:
+        pick = pick_under_budget(rows, budget_ms, budget_mflops)
+    except ValueError as e:
+        return None, e
+    return {"budget_ms": budget_ms, "budget_mflops": budget_mflops, **pick}, None
+
+
+def _check_options(bn: str, out: str, latency_stat: str) -> None:
+    if latency_stat not in ("median", "min"):
+        raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
+    bn_protocol(bn)
+    if os.path.basename(out) != out or not out.endswith(".json") or out in RunDir.OWN_FILES:
+        raise ValueError(f"--out {out!r}: give a new .json file name inside the run folder")
+
+
+def _top1_scores(
+    model: ElasticNet,
+    cfg: TrainConfig,
+    data: DataSource,
+    dev: torch.device,
+    specs: Sequence[SubnetSpec],
+    bn: str,
+    progress: bool,
+) -> dict[str, float]:
+    """Top-1 on the test split of every sub-network, by spec, with the run's BN calibration."""
+    calibration = (
+        data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, 0, str(dev))
+        if needs_calibration(bn)
+        else []
+    )
+    test = data.eval_batches(data.test, cfg.eval_batch_size, 0, str(dev))
+    bar = tqdm(
+        total=len(specs) * math.ceil(len(data.test) / cfg.eval_batch_size),
+        desc=f"top-1 ({bn} BN)",
+        disable=not progress,
+        leave=False,
+    )
+    scores = {s.spec: s.top1 for s in evaluate_subnets(model, specs, test, calibration, bn, progress=bar.update)}
+    bar.close()
+    return scores
+
+
+def _front(rows: list[dict], arch: Architecture) -> dict:
+    """The rows marked with their place on the Pareto fronts by latency and by FLOPs, and the
+    full network's row (None if it was not measured)."""
+    by_ms = pareto_front([r["latency_ms"] for r in rows], [r["top1"] for r in rows])
+    by_flops = pareto_front([r["mflops"] for r in rows], [r["top1"] for r in rows])
+    for i, r in enumerate(rows):
+        r["pareto_latency"], r["pareto_flops"] = i in by_ms, i in by_flops
+    return {"subnets": rows, "full": next((r for r in rows if parse_spec(r["spec"]) == arch.full()), None)}
 
 
 def print_pareto(doc: dict) -> None:
@@ -268,60 +289,12 @@ def print_pareto(doc: dict) -> None:
         )
 
 
-def plot_pareto(rows: Sequence[dict], path: str, title: str = "", pick: dict | None = None) -> None:
-    """Top-1 against latency and against MFLOPs; the Pareto front drawn, the full network
-    starred, the budget's pick circled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, key, flag, label in (
-        (axes[0], "latency_ms", "pareto_latency", "latency (ms)"),
-        (axes[1], "mflops", "pareto_flops", "MFLOPs (one image)"),
-    ):
-        ax.scatter([r[key] for r in rows], [r["top1"] for r in rows], s=14, c="0.6", label="sub-networks")
-        front = sorted((r for r in rows if r[flag]), key=lambda r: r[key])
-        ax.plot([r[key] for r in front], [r["top1"] for r in front], "o-", c="C0", ms=5, label="Pareto front")
-        deepest = max(rows, key=lambda r: r["blocks"])
-        ax.scatter(
-            [deepest[key]], [deepest["top1"]], marker="*", s=180, c="C3", zorder=3, label=f"deepest ({deepest['spec']})"
-        )
-        if pick:
-            ax.scatter(
-                [pick[key]],
-                [pick["top1"]],
-                s=160,
-                facecolors="none",
-                edgecolors="C2",
-                linewidths=2,
-                zorder=4,
-                label=f"budget pick ({pick['spec']})",
-            )
-        ax.set_xlabel(label)
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _read_json(path: str) -> dict | None:
+def _previous_measurement(path: str) -> dict | None:
+    """The pareto file already at ``path``, None if there is none; an unreadable one is an
+    error (it is never overwritten without --force)."""
     if not os.path.exists(path):
         return None
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        raise ValueError(f"{path!r} exists but is not a readable pareto file; pass --force to overwrite it") from None
-
-
-def _write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    os.replace(tmp, path)
+    previous = read_json_or_none(path)
+    if previous is None:
+        raise ValueError(f"{path!r} exists but is not a readable pareto file; pass --force to overwrite it")
+    return previous

@@ -19,10 +19,10 @@ import shutil
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
+
+from ..runtime.weights import WeightsFileError, read_weights
 
 META_KEYS = {"step": int, "epoch": int, "model": str, "num_classes": int, "in_chans": int, "config": dict}
 STATE_KEYS = ("optimizer", "scheduler", "rng")
@@ -149,12 +149,11 @@ def load_weights_file(path: str, model: nn.Module, what: str = "") -> None:
     """Load the weights file ``path`` (.safetensors) into ``model``; ``what`` names it in errors."""
     folder = what or f"weights {path!r}"
     try:
-        with open(path, "rb") as fh:
-            weights = load_safetensors(fh.read())
-    except OSError as e:
-        raise CheckpointError(f"cannot read weights {path!r}: {e.strerror or e}") from None
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"weights {path!r} are damaged or truncated ({str(e).splitlines()[0]})") from None
+        weights = read_weights(path)
+    except WeightsFileError as e:
+        if e.damaged:
+            raise CheckpointError(f"weights {path!r} are damaged or truncated ({e})") from None
+        raise CheckpointError(f"cannot read weights {path!r}: {e}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

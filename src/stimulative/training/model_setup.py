@@ -14,6 +14,7 @@ from torch import nn
 from ..core.elastic import ElasticNet
 from ..models import create_model
 from ..models.adapter import is_adapted_name
+from ..runtime.weights import WeightsFileError, read_weights
 from . import checkpoint as ckpt
 from .config import TrainConfig
 
@@ -62,18 +63,9 @@ def load_initial_weights(model: nn.Module, source: str) -> str:
         ckpt.load_weights(found, model)
         return found
     try:
-        if source.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(source)
-        else:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file is unusable
-        raise ValueError(
-            f"--init-from {source!r}: cannot read it ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"--init-from {source!r} does not hold a state dict")
+        state = read_weights(source)
+    except WeightsFileError as e:
+        raise ValueError(f"--init-from {source!r}: cannot read it ({e})") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

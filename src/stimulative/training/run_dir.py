@@ -13,7 +13,7 @@ import yaml
 
 from ..data import DataSource
 from ..runtime.device import resolve_device
-from ..runtime.files import read_json_or_none
+from ..runtime.files import read_json_or_none, write_text
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
 from .model_setup import build_model
@@ -161,11 +161,7 @@ class RunDir:
             shutil.rmtree(self.path)
         os.makedirs(self.path, exist_ok=True)
         path = self.file(self.CONFIG)
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(path + ".tmp", path)
+        write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def load(self, device: str = "auto") -> LoadedRun:
         """The run's model with its final weights, its configuration and its data source."""
