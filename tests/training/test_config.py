@@ -90,3 +90,35 @@ def test_impossible_floats_are_named(name, value):
 def test_bad_values_are_named(field, value, pattern):
     with pytest.raises(ValueError, match=pattern):
         TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [
+        ({"st_loss": "js"}, "unknown st-loss 'js'; choose from kl, ce, ce-target, dkd, mse"),
+        ({"norm_kd_type": "v3", "norm_kd": True}, "unknown norm-kd-type 'v3'; choose from default, v1, v2"),
+        ({"kl": "kl-ln-inside", "norm_kd": True}, "--norm-kd normalises every logit already: choose one"),
+        ({"kl": "kl-direction", "st_loss": "mse"}, "no effect with --st-loss mse"),
+        ({"norm_kd_type": "v2"}, "add --norm-kd"),
+        ({"main_coef": -1.0}, "--main-coef must not be negative"),
+    ],
+)
+def test_loss_options_are_checked(values, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**values).validate()
+
+
+def test_loss_options_reach_the_step():
+    from stimulative.training.steps import LossOptions
+
+    cfg = TrainConfig(norm_kd=True, norm_kd_type="v1", st_loss="dkd", main_coef=0.5, kl_amplitude=2.0).validate()
+    assert LossOptions.from_config(cfg) == LossOptions(
+        temperature=1.0,
+        kl="kl",
+        kl_amplitude=2.0,
+        label_smoothing=0.0,
+        st_loss="dkd",
+        main_coef=0.5,
+        norm_kd=True,
+        norm_kd_type="v1",
+    )

@@ -13,12 +13,42 @@ from typing import Any
 
 import yaml
 
+from ..core.logit_norm import NORM_KD_TYPES
+from ..core.loss import KL_KINDS
 from ..core.resolution import parse_resolution
+from ..core.sub_losses import ST_LOSSES
 from ..models.adapter import parse_model_args
 
 MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
 EVAL_BN = ("both", "recalibrated", "running")
+
+
+POSITIVE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "temperature",
+    "subnets_per_step",
+    "calib_images",
+    "eval_subnets",
+    "eval_batch_size",
+    "track_kl_images",
+    "log_every",
+    "image_size",
+    "kl_amplitude",
+)
+NOT_NEGATIVE = (
+    "momentum",
+    "weight_decay",
+    "warmup_epochs",
+    "kl_weight",
+    "workers",
+    "checkpoint_every",
+    "ghost_batches",
+    "resize",
+    "main_coef",
+)
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -82,10 +112,34 @@ class TrainConfig:
     temperature: float = _opt(1.0, "softmax temperature T of the KL (the term is scaled by T^2)")
     kl: str = _opt(
         "kl",
-        "kl: KL of the softened outputs; kl-direction: ST++'s KL of layer-normalised logits",
-        ("kl", "kl-direction"),
+        "which KL (with --st-loss kl): kl: KL of the softened outputs (paper Eq. 1); kl-ln-inside (ours; old name "
+        "kl-direction, still accepted): both logit vectors layer-normalised (eps 1e-5, times --kl-amplitude) inside "
+        "the KL only, the main cross-entropy on raw logits. The official ST++ KL- is --norm-kd",
+        KL_KINDS,
     )
-    kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
+    kl_amplitude: float = _opt(
+        1.0, "amplitude A of the normalised logits, for --norm-kd (the official --amplitude) and kl-ln-inside"
+    )
+    norm_kd: bool = _opt(
+        False,
+        "the official ST++ KL- (--norm_kd): normalise the main network's logits (see --norm-kd-type) before its "
+        "cross-entropy and as the sub-networks' teacher, and each sub-network's logits the same way before its loss",
+    )
+    norm_kd_type: str = _opt(
+        "default",
+        "--norm-kd's normalisation (official --norm_kd_type): default: A * layer norm (no affine, eps 1e-7); v1: "
+        "layer norm, A ignored, and inside the KL both sides times the per-sample unbiased std of the main network's "
+        "normalised logits (about 1.0005 at 1000 classes); v2: A * z / ||z||_2",
+        NORM_KD_TYPES,
+    )
+    st_loss: str = _opt(
+        "kl",
+        "each sub-network's loss (official --st_loss): kl (official default; see --kl); ce: soft-target "
+        "cross-entropy to the main network's probabilities, no temperature; ce-target: cross-entropy to the labels; "
+        "dkd: decoupled KD with alpha = beta = T = 1; mse: mean squared difference of the softmax outputs",
+        ST_LOSSES,
+    )
+    main_coef: float = _opt(1.0, "multiplies the main network's cross-entropy only (official --main_coef)")
     subnets_per_step: int = _opt(
         1,
         "sub-networks sampled per step, each adding its KL term weighted by --kl-weight (with several, scale "
@@ -194,6 +248,16 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first impossible value."""
+        self._check_choices_and_numbers()
+        self._check_ranges()
+        self._check_running()
+        self._check_loss()
+        parse_resolution(self.subnet_resolution)
+        if self.model_args:
+            parse_model_args(self.model_args)
+        return self
+
+    def _check_choices_and_numbers(self) -> None:
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -201,26 +265,14 @@ class TrainConfig:
                 raise ValueError(f"unknown {f.name.replace('_', '-')} {value!r}; choose from {', '.join(choices)}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
-        positive = (
-            "epochs",
-            "batch_size",
-            "lr",
-            "temperature",
-            "subnets_per_step",
-            "calib_images",
-            "eval_subnets",
-            "eval_batch_size",
-            "track_kl_images",
-            "log_every",
-            "image_size",
-            "kl_amplitude",
-        )
-        for name in positive:
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay", "warmup_epochs", "kl_weight", "workers", "checkpoint_every"):
+        for name in NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+    def _check_ranges(self) -> None:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.momentum < 1:
@@ -231,10 +283,14 @@ class TrainConfig:
             raise ValueError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.kl_start_epoch < self.epochs:
+            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
         if self.mode == "individual" and not self.subnet:
             raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
-        if self.ghost_batches < 0:
-            raise ValueError(f"--ghost-batches must not be negative, got {self.ghost_batches}")
+        if self.resize and self.dataset == "imagefolder":
+            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
+
+    def _check_running(self) -> None:
         if self.sync_bn and (self.ghost_batches or not self.same_subnets_across_ranks):
             # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
             raise ValueError(
@@ -246,18 +302,21 @@ class TrainConfig:
                 "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "
                 "--ghost-batches"
             )
-        if self.resize < 0:
-            raise ValueError(f"--resize must not be negative, got {self.resize}")
-        if self.resize and self.dataset == "imagefolder":
-            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
-        if not 0 <= self.kl_start_epoch < self.epochs:
-            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
-        parse_resolution(self.subnet_resolution)
-        if self.model_args:
-            parse_model_args(self.model_args)
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
-        return self
+
+    def _check_loss(self) -> None:
+        if self.kl != "kl" and self.norm_kd:
+            raise ValueError(
+                f"--kl {self.kl} normalises inside the KL and --norm-kd normalises every logit already: choose one"
+            )
+        if self.kl != "kl" and self.st_loss != "kl":
+            raise ValueError(
+                f"--kl {self.kl} chooses the KL of --st-loss kl; it has no effect with --st-loss "
+                f"{self.st_loss}: drop it"
+            )
+        if self.norm_kd_type != "default" and not self.norm_kd:
+            raise ValueError(f"--norm-kd-type {self.norm_kd_type} chooses --norm-kd's normalisation: add --norm-kd")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
