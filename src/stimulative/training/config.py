@@ -103,8 +103,18 @@ class TrainConfig:
     batch_size: int = _opt(64, "global batch size (all ranks together)")
     lr: float = _opt(0.05, "peak learning rate for the global batch (cosine decay)")
     momentum: float = _opt(0.9, "SGD momentum")
-    nesterov: bool = _opt(False, "Nesterov momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum (the official code: on)")
     weight_decay: float = _opt(3e-5, "weight decay")
+    wd_all_params: bool = _opt(
+        False,
+        "weight decay on every parameter, BN and biases included (the official code); default: on the weights of "
+        "convolutions and linear layers only",
+    )
+    min_lr_ratio: float = _opt(
+        0.0,
+        "floor of the learning rate as a fraction of --lr: the cosine becomes max(cosine, this) (the official "
+        "--min_lr with --min_lr_coef 1e-4 is 1e-4); 0: no floor",
+    )
     warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up, in epochs")
     label_smoothing: float = _opt(0.0, "label smoothing of the main cross-entropy")
     # stimulative training
@@ -275,6 +285,8 @@ class TrainConfig:
     def _check_ranges(self) -> None:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.min_lr_ratio < 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1), got {self.min_lr_ratio}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.seed < 2**32:

@@ -120,7 +120,8 @@ class Trainer:
             except ValueError as e:
                 raise ValueError(f"--subnet {cfg.subnet!r}: {e}") from None
         self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, int(cfg.warmup_epochs * self.steps_per_epoch))
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, warmup, cfg.min_lr_ratio)
         if cfg.low_memory and env.enabled:
             raise ValueError(
                 "--low-memory back-propagates each sub-network on its own, which DDP's one backward per "
