@@ -73,7 +73,10 @@ def test_eq4_by_hand():
     e = eq4(results, "running")
     assert e["gap"] == pytest.approx(0.4)
     assert e["eps2"] == pytest.approx(0.2)
-    assert e["bound"] == pytest.approx(0.2 + math.log(10) * math.exp(0.2) + 0.2)
+    # (eps2 + log N) * e^eps1 + eps1 = 2.502585 * 1.221403 + 0.2 = 3.256664, by hand
+    assert e["bound"] == pytest.approx(3.256664, abs=1e-6)
+    assert e["bound"] == pytest.approx((0.2 + math.log(10)) / math.exp(-0.2) + 0.2)  # as the paper writes it
+    assert e["slack"] == pytest.approx(3.256664 - 0.4, abs=1e-6)
     assert e["holds"]
 
 
