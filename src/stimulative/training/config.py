@@ -158,8 +158,10 @@ class TrainConfig:
     sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
     min_depths: str = _opt(
         "",
-        "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage), all "
-        "(only shape-changing blocks kept), half, spaceK (at least K per stage, ST++'s space3)",
+        "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage, the "
+        "official default), all (only shape-changing blocks kept), half, atleastK (ours: at least K per stage), "
+        "space1..space7 (the official ResNet-50 spaces: space3 keeps at least 3,3,3,3, 8 sub-networks), "
+        "ours-mbv3-144/48/6 (our MobileNetV3-Large presets of 144, 48 and 6 sub-networks)",
     )
     sandwich: bool = _opt(
         False,
