@@ -52,6 +52,62 @@ def test_run_destruction_reports_drops_against_the_intact_network():
         assert len(r["delete_one"]) == 7 and len(r["delete_k"]) == 5 + 5  # C(7,1), C(7,2) > 5: sampled
 
 
+def test_destruction_coverage_says_what_was_enumerated_and_what_sampled():
+    from stimulative.analysis.destruction import destruction_plan
+
+    arch = create_model("resnet20").architecture  # 7 skippable blocks: (3, 2, 2)
+    plan = destruction_plan(arch, max_k=4, limit=30)
+    delete = plan.coverage["delete_k"]
+    assert delete["1"] == {"total": 7, "evaluated": 7, "sampled": False}
+    assert delete["2"] == {"total": 21, "evaluated": 21, "sampled": False}
+    assert delete["3"] == {"total": 35, "evaluated": 30, "sampled": True}
+    assert plan.coverage["permute_k"]["2"] == {"total": 3 + 1 + 1, "evaluated": 5, "sampled": False}
+    assert plan.coverage["permute_k"]["4"] == {"total": 0, "evaluated": 0, "sampled": False}
+    assert plan.coverage["delete_one"]["1"] == {"total": 7, "evaluated": 7, "sampled": False}
+    # the default limit enumerates every combination of ResNet-50's 12 skippable blocks
+    r50 = create_model("resnet50").architecture
+    assert {k: c["sampled"] for k, c in destruction_plan(r50).coverage["delete_k"].items()} == dict.fromkeys(
+        "1234", False
+    )
+    assert destruction_plan(r50).coverage["delete_k"]["4"]["evaluated"] == math.comb(12, 4)
+
+
+def test_never_skipped_blocks_follow_the_training_space():
+    from stimulative.core.spaces import build_space, never_skipped
+
+    arch = create_model("resnet20").architecture
+    assert never_skipped(build_space(arch, ""), arch) == {(0, 0), (1, 0), (2, 0)}
+    assert never_skipped(build_space(arch, "2,2,2"), arch) == {(s, b) for s in range(3) for b in range(2)}
+    assert never_skipped(build_space(arch, "2,2,3"), arch, "stochastic") == {(1, 0), (2, 0), (2, 1), (2, 2)}
+    assert never_skipped(build_space(arch, "2,2,2"), arch, "raw") == {(1, 0), (2, 0)}
+
+
+def test_destruction_flags_and_summarises_never_skipped_blocks():
+    from stimulative.core.spaces import build_space
+
+    model = _tiny_model()
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(10, (40,))
+    space = build_space(model.architecture, "2,2,2")
+    r = run_destruction(model, lambda: [(x, y)], [], "running", max_k=2, space=space)
+    assert r["never_skipped_blocks"] == ["0.0", "0.1", "1.1", "2.1"]
+    flags = {e["label"]: e["never_skipped"] for e in r["delete_one"]}
+    assert flags == {"0.0": True, "0.1": True, "0.2": False, "1.1": True, "1.2": False, "2.1": True, "2.2": False}
+    assert {e["label"] for e in r["delete_k"] if e["k"] == 2 and not e["never_skipped"]} == {
+        "0.2 1.2",
+        "0.2 2.2",
+        "1.2 2.2",
+    }
+    summary = r["summary"]["delete_k"]
+    assert summary["all"]["count"] == 7 + 21
+    assert summary["without_never_skipped"]["count"] == 3 + 3
+    assert summary["with_never_skipped"]["count"] == 4 + 18
+    kept = [e["drop"] for e in r["delete_k"] if not e["never_skipped"]]
+    assert summary["without_never_skipped"]["mean"] == pytest.approx(sum(kept) / len(kept))
+    assert summary["by_k"]["2"]["without_never_skipped"]["count"] == 3
+    assert r["coverage"]["delete_k"]["2"] == {"total": 21, "evaluated": 21, "sampled": False}
+    json.dumps(r)  # the result stays plain JSON
+
+
 def test_kl_tracking_records_quantiles_of_all_subnets(tmp_path):
     model = _tiny_model()
     arch = model.architecture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from .sampling import Architecture, SamplingSpace, SubnetSpec
+from .sampling import Architecture, SamplingSpace, SubnetSpec, unknown_sampler
 
 # The official code's --sample_space (its train.py, sample()): minimum depths of ResNet-50's
 # four stages (3, 4, 6, 3). Sizes on ResNet-50: 60, 108, 8, 20, 3, 16, 15 (default: 216).
@@ -125,3 +125,24 @@ def shallowest(space: SamplingSpace, arch: Architecture, sampler: str = "ordered
     if sampler == "raw":
         return SubnetSpec.from_blocks([[b for b, k in enumerate(skip) if not k] for skip in arch.skippable])
     return SubnetSpec.ordered([min(allowed) for allowed in space.depths])
+
+
+def never_skipped(space: SamplingSpace, arch: Architecture, sampler: str = "ordered") -> set[tuple[int, int]]:
+    """The ``(stage, block)`` blocks that every sub-network the sampler can draw from
+    ``space`` runs whole: training never skips them. Ordered: the first ``min depth`` blocks
+    of each stage. Stochastic: the shape-changing blocks, and every block of a stage whose
+    minimum depth is the whole stage. Raw: the shape-changing blocks only (any other block
+    may contribute its identity path alone)."""
+    out: set[tuple[int, int]] = set()
+    for s, (allowed, skip) in enumerate(zip(space.depths, arch.skippable)):
+        fixed = {b for b, k in enumerate(skip) if not k}
+        if sampler == "ordered":
+            kept = set(range(min(allowed))) | fixed
+        elif sampler == "stochastic":
+            kept = set(range(len(skip))) if min(allowed) == len(skip) else fixed
+        elif sampler == "raw":
+            kept = fixed
+        else:
+            raise ValueError(unknown_sampler(sampler))
+        out |= {(s, b) for b in kept}
+    return out
