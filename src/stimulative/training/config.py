@@ -16,8 +16,10 @@ import yaml
 from ..core.logit_norm import NORM_KD_TYPES
 from ..core.loss import KL_KINDS
 from ..core.resolution import parse_resolution
-from ..core.sub_losses import ST_LOSSES
+from ..core.sub_losses import NEEDS_LABELS, ST_LOSSES
 from ..models.adapter import parse_model_args
+from ..models.initialisation import CLASSIFIER_INITS
+from ..transforms import AUTO_AUGMENTS
 
 MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
@@ -74,7 +76,46 @@ class TrainConfig:
     augment: bool = _opt(
         False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)"
     )
-    image_size: int = _opt(224, "imagefolder crop size")
+    image_size: int = _opt(
+        224,
+        "imagefolder crop size, for training and evaluation unless --train-crop-size / --val-crop-size say otherwise",
+    )
+    train_crop_size: int = _opt(
+        0, "imagefolder: random-resized-crop side for training (official 224; its best ST++ run 200); 0: --image-size"
+    )
+    val_resize_size: int = _opt(
+        0,
+        "imagefolder: evaluation images are resized to this side before the centre crop (official 256; its best ST++ "
+        "run 240, chosen on ImageNet val); 0: round(val crop / 0.875)",
+    )
+    val_crop_size: int = _opt(0, "imagefolder: evaluation centre-crop side (official 224); 0: --image-size")
+    auto_augment: str = _opt(
+        "none",
+        "CIFAR/imagefolder: an augmentation policy (torchvision v2), after colour jitter: randaugment (1 op, "
+        "magnitude 9, as the official with_RA_torch), trivialaugment (TrivialAugmentWide), autoaugment (ImageNet "
+        "policy for imagefolder, CIFAR-10 policy for CIFAR)",
+        AUTO_AUGMENTS,
+    )
+    random_erasing: float = _opt(
+        0.0, "CIFAR/imagefolder: probability of v2.RandomErasing after normalisation (the official with_RE: 0.5)"
+    )
+    color_jitter: float = _opt(
+        0.0, "CIFAR/imagefolder: ColorJitter brightness = contrast = saturation = this (the official code: 0.4)"
+    )
+    lighting: float = _opt(
+        0.0,
+        "CIFAR/imagefolder: AlexNet PCA lighting noise of this std on [0, 1] images (the official code: 0.1, "
+        "applied to uint8 images, where it is nearly a no-op)",
+    )
+    mixup: float = _opt(
+        0.0,
+        "mixup alpha on training batches (v2.MixUp; the official code: 0.2); soft targets for the main CE and the "
+        "--st-loss; 0: off",
+    )
+    cutmix: float = _opt(
+        0.0,
+        "CutMix alpha on training batches (v2.CutMix; the official code: 1.0); with --mixup one of the two per batch",
+    )
     skip_corrupt: bool = _opt(
         False,
         "imagefolder: check every image up front, skip and count the unreadable or corrupt ones (default: stop "
@@ -97,6 +138,19 @@ class TrainConfig:
         "",
         "fine-tune: start from a previous run's weights (its folder) or a weights file of this model; loafing is "
         "measured before training (results_before.json) and after",
+    )
+    bn_zero_init: bool = _opt(
+        True,
+        "keep the models' zero-initialised last BN gamma of each residual branch (resnet50/resnet101 and their _cifar "
+        "variants have one; the CIFAR ResNets and MobileNetV3 have gamma = 1 anyway): every skippable block then "
+        "starts as the identity, so every sub-network equals the full network at initialisation. "
+        "--no-bn-zero-init: gamma = 1 in every BN, as the official code",
+    )
+    classifier_init: str = _opt(
+        "model",
+        "classifier initialisation: model (as each family builds it) or normal (weight ~ N(0, 0.01^2), bias 0, as "
+        "the official code)",
+        CLASSIFIER_INITS,
     )
     # optimisation (paper's CIFAR recipe, shorter)
     epochs: int = _opt(30, "training epochs")
@@ -264,6 +318,7 @@ class TrainConfig:
         self._check_ranges()
         self._check_running()
         self._check_loss()
+        self._check_data()
         parse_resolution(self.subnet_resolution)
         if self.model_args:
             parse_model_args(self.model_args)
@@ -316,6 +371,11 @@ class TrainConfig:
                 "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "
                 "--ghost-batches"
             )
+        if self.pretrained_file and (not self.bn_zero_init or self.classifier_init != "model"):
+            raise ValueError(
+                "--no-bn-zero-init and --classifier-init initialise a model trained from scratch; with "
+                "--pretrained-file the loaded weights would be overwritten: drop them"
+            )
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
 
@@ -331,6 +391,30 @@ class TrainConfig:
             )
         if self.norm_kd_type != "default" and not self.norm_kd:
             raise ValueError(f"--norm-kd-type {self.norm_kd_type} chooses --norm-kd's normalisation: add --norm-kd")
+
+    def _check_data(self) -> None:
+        for name in ("random_erasing", "color_jitter", "lighting", "mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        for name in ("train_crop_size", "val_resize_size", "val_crop_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+            if getattr(self, name) and self.dataset != "imagefolder":
+                raise ValueError(f"--{name.replace('_', '-')} applies to imagefolder; CIFAR and digits keep their size")
+        if self.random_erasing > 1:
+            raise ValueError(f"--random-erasing is a probability in [0, 1], got {self.random_erasing}")
+        image_options = {"auto_augment": self.auto_augment != "none"}
+        image_options |= {n: getattr(self, n) > 0 for n in ("random_erasing", "color_jitter", "lighting")}
+        used = [n for n, on in image_options.items() if on]
+        if used and self.dataset == "digits":
+            raise ValueError(
+                f"--{used[0].replace('_', '-')} applies to CIFAR and imagefolder (digits are 8x8 standardised "
+                "tensors); digits take --augment, --mixup and --cutmix"
+            )
+        if (self.mixup or self.cutmix) and self.st_loss in NEEDS_LABELS:
+            raise ValueError(
+                f"--st-loss {self.st_loss} needs integer labels, and --mixup/--cutmix give soft targets: choose one"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,9 +15,11 @@ from ..core.elastic import ElasticNet
 from ..core.resolution import parse_resolution
 from ..core.spaces import build_space
 from ..data import load_data
+from ..models.initialisation import apply_init_options
 from ..runtime import distributed
 from ..runtime.device import resolve_device
 from ..runtime.files import read_json_or_none
+from ..transforms import AugmentOptions
 from . import checkpoint as ckpt
 from .accelerate import prepare_model
 from .callbacks import (
@@ -105,6 +107,7 @@ class Trainer:
             resize=cfg.resize,
             skip_corrupt=cfg.skip_corrupt,
             workers=cfg.workers,
+            augmentation=AugmentOptions.from_config(cfg),
         )
         self.model = self._build_model()
         self.arch = self.model.architecture
@@ -148,6 +151,7 @@ class Trainer:
         cfg, data, device = self.cfg, self.data, self.device
         log = print if self.env.is_main else (lambda _: None)
         model = build_model(cfg, data.num_classes, data.in_chans, data.image_size, pretrained=not cfg.resume, log=log)
+        apply_init_options(model, cfg.bn_zero_init, cfg.classifier_init)  # the official γ = 1 / N(0, 0.01²) options
         if cfg.init_from and not cfg.resume:  # fine-tuning: on --resume the checkpoint's weights win
             log(f"fine-tuning from {load_initial_weights(model, cfg.init_from)}")
         model = model.to(device)
