@@ -86,13 +86,28 @@ def test_yaml_config_with_flag_override(tmp_path):
 
 
 def test_shipped_recipes_parse():
+    """Every YAML under configs/ (paper/, official/, ours/) is a valid configuration and opens
+    with a comment naming its source."""
     from stimulative.training.config import load_yaml_options
 
     folder = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
-    names = sorted(os.listdir(folder))
-    assert names
-    for name in names:
-        TrainConfig(**load_yaml_options(os.path.join(folder, name))).validate()
+    paths = sorted(os.path.join(d, n) for d, _, names in os.walk(folder) for n in names if n.endswith(".yaml"))
+    assert {os.path.basename(os.path.dirname(p)) for p in paths} == {"paper", "official", "ours"}
+    for path in paths:
+        with open(path) as fh:
+            assert fh.readline().startswith("# Source: "), path
+        TrainConfig(**load_yaml_options(path)).validate()
+
+
+def test_official_stpp_recipe():
+    from stimulative.training.config import load_yaml_options
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "official")
+    cfg = TrainConfig(**load_yaml_options(os.path.join(folder, "imagenet_resnet50_stpp.yaml"))).validate()
+    assert (cfg.norm_kd, cfg.subnets_per_step, cfg.min_depths, cfg.subnet_resolution) == (True, 6, "space3", "0.43,1")
+    assert (cfg.train_crop_size, cfg.val_resize_size, cfg.val_crop_size) == (200, 240, 224)
+    assert cfg.nesterov and cfg.wd_all_params and not cfg.bn_zero_init and cfg.classifier_init == "normal"
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay) == (200, 0.2, 512, 1e-4)
 
 
 def test_training_is_deterministic_on_cpu(tmp_path):
