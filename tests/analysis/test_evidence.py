@@ -13,7 +13,6 @@ from stimulative.analysis.evidence import (
     verdict_of,
 )
 from stimulative.studies.sweep import ct_cell, sd_cell, st_cell
-from stimulative.training.config import TrainConfig
 
 
 def test_t_interval_matches_the_textbook():
