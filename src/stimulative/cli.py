@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from .analysis.destruction import DEFAULT_LIMIT
 from .core.batchnorm import BN_PROTOCOLS
 from .models import create_model, list_models
 from .reporting.figures import destruction_figure
@@ -430,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit",
         type=int,
-        default=100,
-        help="all combinations per k up to this many, else a seeded sample of this size (default: 100)",
+        default=DEFAULT_LIMIT,
+        help="all combinations per k up to this many (their count is reported), else a seeded sample of this size "
+        f"(default: {DEFAULT_LIMIT})",
     )
     p.add_argument("--figures", default="figures", help="folder for the figures (default: figures)")
     p.add_argument("--device", default="auto")

@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from .transforms import AugmentOptions, batch_mixer, imagefolder_sizes, train_pipeline
+
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -37,6 +39,12 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     epoch: a pure function, so a run resumed mid-epoch, with any number of workers, draws
     exactly what the uninterrupted run drew."""
     return ((seed * 104_729 + epoch) * 1_000_003 + index) % 2**63
+
+
+def mix_seed(seed: int, epoch: int, batch: int) -> int:
+    """Seed of the mixup/CutMix draw of one global batch: a pure function, as :func:`sample_seed`
+    (salted, so it is not the seed of image ``batch``)."""
+    return sample_seed(seed, epoch, batch) ^ 0x5DEECE66D
 
 
 class SeededSamples(Dataset):
@@ -154,6 +162,7 @@ class DataSource:
     in_memory: bool = False  # small tensors kept whole: index them, skip DataLoader workers
     augment: object | None = None  # batch augmentation for in-memory data: fn(x, generator) -> x
     skipped: tuple[str, ...] = ()  # unreadable files left out (imagefolder with skip_corrupt)
+    mix: object | None = None  # batch mixing (mixup/CutMix): fn(x, y) -> (x, soft targets (B, C))
     val: Dataset | None = None
     _loaders: dict = field(default_factory=dict, repr=False, compare=False)  # persistent DataLoaders by use
 
@@ -172,7 +181,8 @@ class DataSource:
 
         ``batch_size`` is the global batch; with ``world_size`` processes, ``rank`` gets the
         contiguous ``rank``-th share of each global batch (``batch_size // world_size``
-        images, see :class:`EpochSampler`)."""
+        images, see :class:`EpochSampler`). With mixup/CutMix the labels are soft targets
+        ``(B, C)``; in memory the whole global batch is mixed, from a loader each rank's share."""
         n = len(self.train)
         lo, hi = batch_size * rank // world_size, batch_size * (rank + 1) // world_size
         if self.in_memory:
@@ -181,12 +191,10 @@ class DataSource:
             for b in range(start, n // batch_size):
                 gen = torch.Generator().manual_seed(sample_seed(seed, epoch, b))  # per batch: exact mid-epoch resume
                 idx = order[b * batch_size : (b + 1) * batch_size]
-                if self.augment is not None:
-                    # augment the whole global batch, so each rank's share is what one process sees
-                    x = self.augment(x_all[idx], gen)[lo:hi]
-                else:
-                    x = x_all[idx[lo:hi]]
-                yield x.to(device, non_blocking=True), y_all[idx[lo:hi]].to(device, non_blocking=True)
+                # augment and mix the whole global batch, so each rank's share is what one process sees
+                x = self.augment(x_all[idx], gen) if self.augment is not None else x_all[idx]
+                x, y = self._mixed(x, y_all[idx], seed, epoch, b)
+                yield x[lo:hi].to(device, non_blocking=True), y[lo:hi].to(device, non_blocking=True)
             return
         key = ("train", batch_size, seed, workers, device, rank, world_size)
         if key not in self._loaders:
@@ -196,7 +204,21 @@ class DataSource:
             )
         loader = self._loaders[key]
         loader.sampler.set_epoch(epoch, start * batch_size)
-        yield from _iterate(loader, device)
+        if self.mix is None:
+            yield from _iterate(loader, device)
+            return
+        for b, (x, y) in enumerate(_iterate(loader, device), start):
+            yield self._mixed(x, y, seed, epoch, b)
+
+    def _mixed(
+        self, x: torch.Tensor, y: torch.Tensor, seed: int, epoch: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch mixed by ``self.mix`` (seeded by :func:`mix_seed`), or as it is."""
+        if self.mix is None:
+            return x, y
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(seed, epoch, batch))
+            return self.mix(x, y)
 
     @staticmethod
     def _loader(
@@ -358,19 +380,21 @@ def load_cifar(
     train_fraction: float = 1.0,
     download: bool = False,
     resize: int = 0,
+    options: AugmentOptions | None = None,
     val_fraction: float = 0.0,
 ) -> DataSource:
     """CIFAR-10/100 under ``root``: the binary version (``cifar-10-batches-bin``,
     ``cifar-100-binary``, read directly) or the python version through torchvision (whose
     files it checks against the official checksums). Random crop (pad 4) and horizontal
-    flip for training, as in the paper; ``resize`` then resizes to that side."""
+    flip for training, as in the paper; ``resize`` then resizes to that side; then the
+    optional augmentations of ``options`` (:mod:`stimulative.transforms`)."""
     from torchvision import datasets, transforms
 
+    options = options or AugmentOptions()
     norm = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
     sized = [transforms.Resize(resize)] if resize and resize != 32 else []
-    train_tf = transforms.Compose(
-        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *sized, transforms.ToTensor(), norm]
-    )
+    head = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *sized]
+    train_tf = train_pipeline(head, options, norm, imagenet=False)
     test_tf = transforms.Compose([*sized, transforms.ToTensor(), norm])
     binary, python = (os.path.join(root, f) for f in CIFAR_FOLDERS[name])
     num_classes = 10 if name == "cifar10" else 100
@@ -394,7 +418,10 @@ def load_cifar(
             ) from None
     keep, held = _train_and_val(np.asarray(train.targets), train_fraction, seed, val_fraction)
     val = Subset(calib, held) if len(held) else None
-    return DataSource(name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32, val=val)
+    mix = batch_mixer(options.mixup, options.cutmix, num_classes)
+    return DataSource(
+        name, Subset(train, keep), test, Subset(calib, keep), num_classes, 3, resize or 32, mix=mix, val=val
+    )
 
 
 def _train_and_val(labels: np.ndarray, train_fraction: float, seed: int, val_fraction: float):
@@ -446,10 +473,12 @@ def load_imagefolder(
     image_size: int = 224,
     skip_corrupt: bool = False,
     workers: int = 0,
+    options: AugmentOptions | None = None,
     val_fraction: float = 0.0,
 ) -> DataSource:
     """ImageNet-style folders ``root/train/<class>/*`` and ``root/val/<class>/*``: random
-    resized crop and flip for training, resize then centre crop for evaluation.
+    resized crop and flip for training, then the optional augmentations of ``options``;
+    resize then centre crop for evaluation. Sizes: :func:`stimulative.transforms.imagefolder_sizes`.
 
     An unreadable or corrupt image stops training with an error naming it, when it is met;
     with ``skip_corrupt`` every image is decoded up front and the bad ones are skipped and
@@ -462,13 +491,13 @@ def load_imagefolder(
             raise DataError(
                 f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/"
             )
+    options = options or AugmentOptions()
+    crop, resize, val_crop = imagefolder_sizes(options, image_size)
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = transforms.Compose(
-        [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm]
-    )
-    resize = int(round(image_size / 0.875))
+    head = [transforms.RandomResizedCrop(crop), transforms.RandomHorizontalFlip()]
+    train_tf = train_pipeline(head, options, norm, imagenet=True)
     test_tf = transforms.Compose(
-        [transforms.Resize(resize), transforms.CenterCrop(image_size), transforms.ToTensor(), norm]
+        [transforms.Resize(resize), transforms.CenterCrop(val_crop), transforms.ToTensor(), norm]
     )
     try:
         train = datasets.ImageFolder(os.path.join(root, "train"), train_tf, loader=load_image)
@@ -494,8 +523,9 @@ def load_imagefolder(
         Subset(calib, keep),
         len(train.classes),
         3,
-        image_size,
+        crop,  # the training batches' side
         skipped=skipped,
+        mix=batch_mixer(options.mixup, options.cutmix, len(train.classes)),
         val=Subset(calib, held) if len(held) else None,
     )
 
@@ -511,13 +541,19 @@ def load_data(
     resize: int = 0,
     skip_corrupt: bool = False,
     workers: int = 0,
+    augmentation: AugmentOptions | None = None,
     val_fraction: float = 0.0,
 ) -> DataSource:
-    """The data set ``name``; ``val_fraction`` of its training images held out for validation."""
+    """The data set ``name``; ``augmentation``: the optional augmentations (digits take
+    mixup/CutMix only, see :class:`stimulative.transforms.AugmentOptions`); ``val_fraction``
+    of its training images held out for validation."""
+    options = augmentation or AugmentOptions()
     if name == "digits":
-        return load_digits_data(seed, train_fraction, augment, resize, val_fraction)
+        source = load_digits_data(seed, train_fraction, augment, resize, val_fraction)
+        source.mix = batch_mixer(options.mixup, options.cutmix, source.num_classes)
+        return source
     if name in ("cifar10", "cifar100"):
-        return load_cifar(name, root, seed, train_fraction, download, resize, val_fraction)
+        return load_cifar(name, root, seed, train_fraction, download, resize, options, val_fraction)
     if name == "imagefolder":
-        return load_imagefolder(root, seed, train_fraction, image_size, skip_corrupt, workers, val_fraction)
+        return load_imagefolder(root, seed, train_fraction, image_size, skip_corrupt, workers, options, val_fraction)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from stimulative.core.loss import direction_kl_divergence, distillation_term, kl_divergence, stimulative_loss
+from stimulative.core.loss import (
+    LossOptions,
+    direction_kl_divergence,
+    distillation_term,
+    kl_divergence,
+    stimulative_loss,
+)
 
 
 def _kl_by_hand(p, q):
@@ -43,7 +49,7 @@ def test_stimulative_loss_is_ce_plus_lambda_sum_of_kls():
     torch.manual_seed(0)
     main, y = torch.randn(8, 10), torch.randint(10, (8,))
     subs = [torch.randn(8, 10) for _ in range(3)]
-    total, ce, kl = stimulative_loss(main, subs, y, lam=0.5, temperature=2.0)
+    total, ce, kl = stimulative_loss(main, subs, y, lam=0.5, options=LossOptions(temperature=2.0))
     expected_kl = sum(kl_divergence(main, s, 2.0) for s in subs)
     assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(main, y).item())
     assert kl.item() == pytest.approx(expected_kl.item(), rel=1e-6)
@@ -72,5 +78,16 @@ def test_kl_is_computed_in_fp32_under_bf16_inputs():
 
 
 def test_unknown_kind_lists_choices():
-    with pytest.raises(ValueError, match="choose from kl, kl-direction"):
+    with pytest.raises(ValueError, match="choose from kl, kl-ln-inside, kl-direction"):
         distillation_term(torch.zeros(1, 2), torch.zeros(1, 2), kind="js")
+
+
+def test_kl_ln_inside_is_kl_direction_under_its_new_name():
+    main, sub = torch.randn(4, 6), torch.randn(4, 6)
+    a = distillation_term(main, sub, "kl-ln-inside", 2.0, 1.5)
+    b = distillation_term(main, sub, "kl-direction", 2.0, 1.5)
+    assert torch.equal(a, b)
+    # inside the KL only: the main cross-entropy stays that of the raw logits
+    y = torch.tensor([0, 1, 2, 3])
+    _, ce, _ = stimulative_loss(main, [sub], y, options=LossOptions(kl="kl-ln-inside"))
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(main, y).item(), rel=1e-7)

@@ -70,6 +70,13 @@ def test_parser_accepts_or_raises_value_error(text):
     assert parse_spec(spec.to_text()) == spec
 
 
+def test_a_huge_depth_is_refused_not_built():
+    """'99999999999' once made the parser build a tuple of 10^11 blocks (out of memory)."""
+    with pytest.raises(ValueError, match="cannot parse sub-network spec"):
+        parse_spec("99999999999")
+    assert len(parse_spec("100000").stages[0]) == 100_000
+
+
 # --- architectures, spaces and samplers -------------------------------------------------
 
 

@@ -20,15 +20,56 @@ VIT = Architecture(((True,) * 12,))
 def test_named_spaces():
     assert min_depths_for(RESNET50, "") == [1, 1, 1, 1]
     assert min_depths_for(RESNET50, "default") == [1, 1, 1, 1]
-    assert min_depths_for(RESNET50, "space3") == [3, 3, 3, 3]  # ST++'s space3 on ResNet-50
+    assert min_depths_for(RESNET50, "atleast3") == [3, 3, 3, 3]
     assert min_depths_for(RESNET50, "half") == [2, 2, 3, 2]
     assert min_depths_for(RESNET50, "all") == [1, 1, 1, 1]
     assert min_depths_for(VIT, "all") == [0]  # an all-skippable stage may run no block
-    assert min_depths_for(VIT, "space3") == [3]
+    assert min_depths_for(VIT, "atleast3") == [3]
+    assert min_depths_for(RESNET50, "atleast5") == [3, 4, 5, 3]  # the whole stage if shorter
     assert min_depths_for(RESNET50, "2,2,2,2") == [2, 2, 2, 2]
-    assert build_space(RESNET50, "space3").size() == 1 * 2 * 4 * 1
+    assert min_depths_for(RESNET50, "space2") == [2, 2, 1, 1]  # official: not "at least 2 per stage"
     with pytest.raises(ValueError, match="named space"):
         min_depths_for(RESNET50, "spaceX")
+    with pytest.raises(ValueError, match="named space"):
+        min_depths_for(RESNET50, "space8")  # the official names stop at space7
+
+
+OFFICIAL_SIZES = {"default": 216, "space1": 60, "space2": 108, "space3": 8, "space4": 20, "space5": 3}
+OFFICIAL_SIZES |= {"space6": 16, "space7": 15}
+
+
+@pytest.mark.parametrize("model", ["resnet50", "resnet50_cifar"])
+def test_official_spaces_have_the_official_sizes_on_resnet50(model):
+    arch = create_model(model).architecture
+    assert arch.stage_sizes == (3, 4, 6, 3)
+    assert {name: build_space(arch, name).size() for name in OFFICIAL_SIZES} == OFFICIAL_SIZES
+    space3 = build_space(arch, "space3")
+    assert space3.depths == ((3,), (3, 4), (3, 4, 5, 6), (3,))  # the official table's allowed depths
+
+
+def test_resnet101_default_space_and_official_names_elsewhere():
+    arch = create_model("resnet101").architecture
+    assert build_space(arch, "default").size() == 3 * 4 * 23 * 3 == 828
+    assert build_space(arch, "space3").size() == 1 * 2 * 21 * 1  # the list applies (the official code ignores it)
+    resnet20 = create_model("resnet20").architecture
+    with pytest.raises(ValueError, match=r"space3 is the official ResNet-50 space .* stages \[3, 3, 3\]"):
+        build_space(resnet20, "space3")
+    small = Architecture(tuple((False,) + (True,) * (n - 1) for n in (3, 3, 3, 3)))
+    with pytest.raises(ValueError, match=r"--min-depths 'space5': space5 .* stages \[3, 3, 3, 3\]"):
+        build_space(small, "space5")  # (3, 4, 4, 3) needs a stage of at least 4 blocks
+
+
+def test_our_mobilenetv3_presets():
+    for model in ("mobilenetv3_large", "mobilenetv3_large_cifar"):
+        arch = create_model(model).architecture
+        assert arch.stage_sizes == (1, 2, 3, 4, 2, 3)
+        sizes = {n: build_space(arch, n).size() for n in ("ours-mbv3-144", "ours-mbv3-48", "ours-mbv3-6")}
+        assert sizes == {"ours-mbv3-144": 144, "ours-mbv3-48": 48, "ours-mbv3-6": 6}
+        assert build_space(arch, "default").size() == 144
+        nested = [set(build_space(arch, n).depths[s]) for n in ("ours-mbv3-6", "ours-mbv3-48") for s in range(6)]
+        assert all(a <= b for a, b in zip(nested[:6], nested[6:]))  # 6 inside 48
+    with pytest.raises(ValueError, match="our preset for MobileNetV3-Large"):
+        build_space(RESNET50, "ours-mbv3-48")
 
 
 def test_shallowest_is_the_minimum_of_every_stage():

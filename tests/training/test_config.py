@@ -90,3 +90,84 @@ def test_impossible_floats_are_named(name, value):
 def test_bad_values_are_named(field, value, pattern):
     with pytest.raises(ValueError, match=pattern):
         TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [
+        ({"st_loss": "js"}, "unknown st-loss 'js'; choose from kl, ce, ce-target, dkd, mse"),
+        ({"norm_kd_type": "v3", "norm_kd": True}, "unknown norm-kd-type 'v3'; choose from default, v1, v2"),
+        ({"kl": "kl-ln-inside", "norm_kd": True}, "--norm-kd normalises every logit already: choose one"),
+        ({"kl": "kl-direction", "st_loss": "mse"}, "no effect with --st-loss mse"),
+        ({"norm_kd_type": "v2"}, "add --norm-kd"),
+        ({"main_coef": -1.0}, "--main-coef must not be negative"),
+    ],
+)
+def test_loss_options_are_checked(values, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**values).validate()
+
+
+def test_loss_options_reach_the_step():
+    from stimulative.training.steps import LossOptions
+
+    cfg = TrainConfig(norm_kd=True, norm_kd_type="v1", st_loss="dkd", main_coef=0.5, kl_amplitude=2.0).validate()
+    assert LossOptions.from_config(cfg) == LossOptions(
+        temperature=1.0,
+        kl="kl",
+        kl_amplitude=2.0,
+        label_smoothing=0.0,
+        st_loss="dkd",
+        main_coef=0.5,
+        norm_kd=True,
+        norm_kd_type="v1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [
+        ({"auto_augment": "randaugment"}, "--auto-augment applies to CIFAR and imagefolder"),
+        ({"lighting": 0.1}, "--lighting applies to CIFAR and imagefolder"),
+        ({"dataset": "cifar10", "train_crop_size": 28}, "--train-crop-size applies to imagefolder"),
+        ({"dataset": "imagefolder", "val_resize_size": -1}, "--val-resize-size must not be negative"),
+        ({"dataset": "cifar10", "random_erasing": 1.5}, r"--random-erasing is a probability in \[0, 1\]"),
+        ({"mixup": -0.2}, "--mixup must not be negative"),
+        ({"cutmix": 1.0, "st_loss": "dkd"}, "--st-loss dkd needs integer labels"),
+        ({"mixup": 0.2, "st_loss": "ce-target"}, "--st-loss ce-target needs integer labels"),
+        ({"auto_augment": "augmix", "dataset": "cifar10"}, "choose from none, randaugment, trivialaugment"),
+        ({"classifier_init": "normal", "pretrained_file": "w.safetensors"}, "would be overwritten"),
+        ({"classifier_init": "zeros"}, "unknown classifier-init 'zeros'; choose from model, normal"),
+    ],
+)
+def test_recipe_options_are_checked(values, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        TrainConfig(**values).validate()
+
+
+def test_official_imagenet_options_are_valid_together():
+    TrainConfig(
+        dataset="imagefolder",
+        train_crop_size=200,
+        val_resize_size=240,
+        val_crop_size=224,
+        color_jitter=0.4,
+        lighting=0.1,
+        auto_augment="trivialaugment",
+        random_erasing=0.5,
+        mixup=0.2,
+        cutmix=1.0,
+        bn_zero_init=False,
+        classifier_init="normal",
+        wd_all_params=True,
+        nesterov=True,
+        min_lr_ratio=1e-4,
+    ).validate()
+
+
+def test_validate_helpers_stay_short():
+    import inspect
+
+    for name, fn in inspect.getmembers(TrainConfig, inspect.isfunction):
+        if name == "validate" or name.startswith("_check"):
+            assert len(inspect.getsource(fn).splitlines()) <= 60, name

@@ -86,13 +86,28 @@ def test_yaml_config_with_flag_override(tmp_path):
 
 
 def test_shipped_recipes_parse():
+    """Every YAML under configs/ (paper/, official/, ours/) is a valid configuration and opens
+    with a comment naming its source."""
     from stimulative.training.config import load_yaml_options
 
     folder = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
-    names = sorted(os.listdir(folder))
-    assert names
-    for name in names:
-        TrainConfig(**load_yaml_options(os.path.join(folder, name))).validate()
+    paths = sorted(os.path.join(d, n) for d, _, names in os.walk(folder) for n in names if n.endswith(".yaml"))
+    assert {os.path.basename(os.path.dirname(p)) for p in paths} == {"paper", "official", "ours"}
+    for path in paths:
+        with open(path) as fh:
+            assert fh.readline().startswith("# Source: "), path
+        TrainConfig(**load_yaml_options(path)).validate()
+
+
+def test_official_stpp_recipe():
+    from stimulative.training.config import load_yaml_options
+
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "official")
+    cfg = TrainConfig(**load_yaml_options(os.path.join(folder, "imagenet_resnet50_stpp.yaml"))).validate()
+    assert (cfg.norm_kd, cfg.subnets_per_step, cfg.min_depths, cfg.subnet_resolution) == (True, 6, "space3", "0.43,1")
+    assert (cfg.train_crop_size, cfg.val_resize_size, cfg.val_crop_size) == (200, 240, 224)
+    assert cfg.nesterov and cfg.wd_all_params and not cfg.bn_zero_init and cfg.classifier_init == "normal"
+    assert (cfg.epochs, cfg.lr, cfg.batch_size, cfg.weight_decay) == (200, 0.2, 512, 1e-4)
 
 
 def test_training_is_deterministic_on_cpu(tmp_path):
@@ -138,7 +153,7 @@ def test_shared_prefix_step_equals_separate_forward_and_backward():
     """Reusing the full network's prefix activations gives the same loss and gradients as
     running each sub-network from scratch (the reference implementation's way)."""
     from stimulative.core.batchnorm import frozen_bn_stats
-    from stimulative.core.loss import stimulative_loss
+    from stimulative.core.loss import LossOptions, stimulative_loss
 
     torch.manual_seed(0)
     model = create_model("resnet20", in_chans=1).train()
@@ -146,25 +161,39 @@ def test_shared_prefix_step_equals_separate_forward_and_backward():
     ref.load_state_dict(model.state_dict())
     x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
     specs = [parse_spec("3,2,1"), parse_spec("3,3,2"), parse_spec("0.2/0.1/0.2")]
-    out = training_step(model, x, y, specs, kl_weight=1.0, temperature=2.0)
+    out = training_step(model, x, y, specs, kl_weight=1.0, loss=LossOptions(temperature=2.0))
     out.loss.backward()
     main = ref(x)
     with frozen_bn_stats(ref):
         subs = [ref(x, s) for s in specs]
-    loss, _, _ = stimulative_loss(main, subs, y, 1.0, 2.0)
+    loss, _, _ = stimulative_loss(main, subs, y, 1.0, LossOptions(temperature=2.0))
     loss.backward()
     assert out.loss.item() == pytest.approx(loss.item(), rel=1e-6)
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
 
 
-@pytest.mark.parametrize("kl", ["kl", "kl-direction"])
-def test_low_memory_step_equals_the_joint_backward(kl):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"kl": "kl-direction"},
+        {"norm_kd": True, "kl_amplitude": 2.0},
+        {"norm_kd": True, "norm_kd_type": "v1", "main_coef": 0.5},
+        {"norm_kd": True, "norm_kd_type": "v2", "st_loss": "dkd"},
+        {"st_loss": "ce"},
+        {"st_loss": "ce-target"},
+        {"st_loss": "mse"},
+    ],
+)
+def test_low_memory_step_equals_the_joint_backward(options):
     """Back-propagating each sub-network to its branch point, then the full network once,
     gives the joint backward's loss, gradients and BN running statistics; sub-networks
     on their own smaller input (ST++) and two sharing a branch point included."""
+    from stimulative.core.loss import LossOptions
     from stimulative.core.resolution import resize_batch
 
+    loss = LossOptions(temperature=2.0, **options)
     torch.manual_seed(0)
     joint = create_model("resnet20", in_chans=1).train()
     low = create_model("resnet20", in_chans=1).train()
@@ -172,9 +201,9 @@ def test_low_memory_step_equals_the_joint_backward(kl):
     x, y = torch.randn(16, 1, 8, 8), torch.randint(10, (16,))
     specs = [parse_spec("3,2,1"), parse_spec("3,2,3"), parse_spec("1,1,1"), parse_spec("2,1,3")]
     sub_inputs = [None, None, None, resize_batch(x, 6)]
-    ref = training_step(joint, x, y, specs, 0.7, 2.0, kl, sub_inputs=sub_inputs)
+    ref = training_step(joint, x, y, specs, 0.7, loss, sub_inputs=sub_inputs)
     ref.loss.backward()
-    out = low_memory_step(low, x, y, specs, 0.7, 2.0, kl, sub_inputs=sub_inputs)
+    out = low_memory_step(low, x, y, specs, 0.7, loss, sub_inputs=sub_inputs)
     assert all(
         p.grad is not None for p in low.stages[2][2].parameters()
     )  # a suffix's gradients arrive before the backward

@@ -152,7 +152,7 @@ def _eq4_claim(eq: dict, tag: str) -> dict:
     """The bound of Eq. 4 holds for every CT and ST run."""
     holds = all(e["holds"] for m in ("CT", "ST") for e in eq[m])
     return _claim(
-        "Eq. 4: |CE_main − E[CE_sub]| < ε2 + log N·e^ε1 + ε1" + tag,
+        "Eq. 4: |CE_main − E[CE_sub]| < (ε2 + log N)·e^ε1 + ε1" + tag,
         "Sec. 5",
         "; ".join(
             f"{m}: gap {_pm(mean_std([e['gap'] for e in eq[m]]))} < bound {_pm(mean_std([e['bound'] for e in eq[m]]))}"

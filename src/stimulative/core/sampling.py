@@ -26,6 +26,7 @@ FULL, BRANCH = "full", "branch"
 SAMPLERS = ("ordered", "stochastic", "raw")
 
 Step = tuple[int, str]  # (block index within its stage, path)
+MAX_DEPTH = 100_000  # blocks per stage a spec may name (no real network comes near)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def parse_spec(text: str) -> SubnetSpec:
     try:
         if "/" not in text:
             depths = [int(t) for t in text.split(",")]
-            if any(d < 0 for d in depths):
+            if any(not 0 <= d <= MAX_DEPTH for d in depths):  # a huge depth would build a huge spec
                 raise ValueError
             return SubnetSpec.ordered(depths)
         parts = text[:-1].split("/") if text.endswith("/") and text.count("/") == 1 else text.split("/")

@@ -1,5 +1,5 @@
 """Schedules over training steps, as pure functions: lambda of Eq. 1 (constant, cosine-up,
-cosine-down, after a start step) and the learning-rate factor (warm-up, then cosine)."""
+cosine-down, after a start step) and the learning-rate factor (warm-up, then cosine, with an optional floor)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ def kl_weight_at(base: float, step: int, total_steps: int, start_step: int = 0, 
     return base * (up if schedule == "cosine-up" else 1.0 - up)
 
 
-def cosine_lr(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up then cosine decay to zero."""
+def cosine_lr(step: int, total: int, warmup: int, floor: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up then cosine decay to zero, clamped from below at
+    ``floor`` (the official code's ``--min_lr``: lr >= lr0 * ``--min_lr_coef``, 1e-4 there)."""
     if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        factor = (step + 1) / warmup
+    else:
+        progress = (step - warmup) / max(1, total - warmup)
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return max(factor, floor) if floor > 0 else factor

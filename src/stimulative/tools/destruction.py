@@ -3,13 +3,16 @@ permute k, under the three BN protocols, written to ``RUN/destruction.json``."""
 
 from __future__ import annotations
 
-from ..analysis.destruction import run_destruction
+from ..analysis.destruction import DEFAULT_LIMIT, run_destruction
 from ..core.batchnorm import BN_PROTOCOLS, needs_calibration
+from ..core.spaces import build_space
 from ..runtime.files import read_json_or_none, write_json
 from ..training.run_dir import RunDir
 
 
-def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = 100, write: bool = True) -> dict:
+def destruction_of_run(
+    run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = DEFAULT_LIMIT, write: bool = True
+) -> dict:
     """``{bn: result}`` for the three BN protocols (see :func:`run_destruction`); with ``write`` the
     result replaces ``RUN/destruction.json``."""
     run = RunDir(run_dir)
@@ -17,12 +20,15 @@ def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit:
     cfg, data = loaded.cfg, loaded.data
     calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
     batches = lambda: data.eval_batches(data.test, cfg.eval_batch_size)  # noqa: E731
+    # the training space and sampler say which blocks training never skips
+    space = build_space(loaded.model.architecture, cfg.min_depths)
     result = {
         bn: run_destruction(
-            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, cfg.seed
+            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, cfg.seed,
+            space=space, sampler=cfg.sampler,
         )
         for bn in BN_PROTOCOLS
-    }
+    }  # fmt: skip
     if write:
         write_json(run.file(RunDir.DESTRUCTION), result)
     return result

@@ -14,12 +14,44 @@ from typing import Any
 import yaml
 
 from ..core.batchnorm import BN_PROTOCOLS
+from ..core.logit_norm import NORM_KD_TYPES
+from ..core.loss import KL_KINDS
 from ..core.resolution import parse_resolution
+from ..core.sub_losses import NEEDS_LABELS, ST_LOSSES
 from ..models.adapter import parse_model_args
+from ..models.initialisation import CLASSIFIER_INITS
+from ..transforms import AUTO_AUGMENTS
 
 MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
 EVAL_BN = ("all", *BN_PROTOCOLS)
+
+
+POSITIVE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "temperature",
+    "subnets_per_step",
+    "calib_images",
+    "eval_subnets",
+    "eval_batch_size",
+    "track_kl_images",
+    "log_every",
+    "image_size",
+    "kl_amplitude",
+)
+NOT_NEGATIVE = (
+    "momentum",
+    "weight_decay",
+    "warmup_epochs",
+    "kl_weight",
+    "workers",
+    "checkpoint_every",
+    "ghost_batches",
+    "resize",
+    "main_coef",
+)
 
 
 def _opt(default: Any, help: str, choices: tuple | None = None) -> Any:
@@ -55,7 +87,46 @@ class TrainConfig:
     augment: bool = _opt(
         False, "digits only: random shifts of up to one pixel (CIFAR/ImageNet always use the paper's augmentations)"
     )
-    image_size: int = _opt(224, "imagefolder crop size")
+    image_size: int = _opt(
+        224,
+        "imagefolder crop size, for training and evaluation unless --train-crop-size / --val-crop-size say otherwise",
+    )
+    train_crop_size: int = _opt(
+        0, "imagefolder: random-resized-crop side for training (official 224; its best ST++ run 200); 0: --image-size"
+    )
+    val_resize_size: int = _opt(
+        0,
+        "imagefolder: evaluation images are resized to this side before the centre crop (official 256; its best ST++ "
+        "run 240, chosen on ImageNet val); 0: round(val crop / 0.875)",
+    )
+    val_crop_size: int = _opt(0, "imagefolder: evaluation centre-crop side (official 224); 0: --image-size")
+    auto_augment: str = _opt(
+        "none",
+        "CIFAR/imagefolder: an augmentation policy (torchvision v2), after colour jitter: randaugment (1 op, "
+        "magnitude 9, as the official with_RA_torch), trivialaugment (TrivialAugmentWide), autoaugment (ImageNet "
+        "policy for imagefolder, CIFAR-10 policy for CIFAR)",
+        AUTO_AUGMENTS,
+    )
+    random_erasing: float = _opt(
+        0.0, "CIFAR/imagefolder: probability of v2.RandomErasing after normalisation (the official with_RE: 0.5)"
+    )
+    color_jitter: float = _opt(
+        0.0, "CIFAR/imagefolder: ColorJitter brightness = contrast = saturation = this (the official code: 0.4)"
+    )
+    lighting: float = _opt(
+        0.0,
+        "CIFAR/imagefolder: AlexNet PCA lighting noise of this std on [0, 1] images (the official code: 0.1, "
+        "applied to uint8 images, where it is nearly a no-op)",
+    )
+    mixup: float = _opt(
+        0.0,
+        "mixup alpha on training batches (v2.MixUp; the official code: 0.2); soft targets for the main CE and the "
+        "--st-loss; 0: off",
+    )
+    cutmix: float = _opt(
+        0.0,
+        "CutMix alpha on training batches (v2.CutMix; the official code: 1.0); with --mixup one of the two per batch",
+    )
     skip_corrupt: bool = _opt(
         False,
         "imagefolder: check every image up front, skip and count the unreadable or corrupt ones (default: stop "
@@ -79,13 +150,36 @@ class TrainConfig:
         "fine-tune: start from a previous run's weights (its folder) or a weights file of this model; loafing is "
         "measured before training (results_before.json) and after",
     )
+    bn_zero_init: bool = _opt(
+        True,
+        "keep the models' zero-initialised last BN gamma of each residual branch (resnet50/resnet101 and their _cifar "
+        "variants have one; the CIFAR ResNets and MobileNetV3 have gamma = 1 anyway): every skippable block then "
+        "starts as the identity, so every sub-network equals the full network at initialisation. "
+        "--no-bn-zero-init: gamma = 1 in every BN, as the official code",
+    )
+    classifier_init: str = _opt(
+        "model",
+        "classifier initialisation: model (as each family builds it) or normal (weight ~ N(0, 0.01^2), bias 0, as "
+        "the official code)",
+        CLASSIFIER_INITS,
+    )
     # optimisation (paper's CIFAR recipe, shorter)
     epochs: int = _opt(30, "training epochs")
     batch_size: int = _opt(64, "global batch size (all ranks together)")
     lr: float = _opt(0.05, "peak learning rate for the global batch (cosine decay)")
     momentum: float = _opt(0.9, "SGD momentum")
-    nesterov: bool = _opt(False, "Nesterov momentum")
+    nesterov: bool = _opt(False, "Nesterov momentum (the official code: on)")
     weight_decay: float = _opt(3e-5, "weight decay")
+    wd_all_params: bool = _opt(
+        False,
+        "weight decay on every parameter, BN and biases included (the official code); default: on the weights of "
+        "convolutions and linear layers only",
+    )
+    min_lr_ratio: float = _opt(
+        0.0,
+        "floor of the learning rate as a fraction of --lr: the cosine becomes max(cosine, this) (the official "
+        "--min_lr with --min_lr_coef 1e-4 is 1e-4); 0: no floor",
+    )
     warmup_epochs: float = _opt(0.0, "linear learning-rate warm-up, in epochs")
     label_smoothing: float = _opt(0.0, "label smoothing of the main cross-entropy")
     # stimulative training
@@ -93,10 +187,34 @@ class TrainConfig:
     temperature: float = _opt(1.0, "softmax temperature T of the KL (the term is scaled by T^2)")
     kl: str = _opt(
         "kl",
-        "kl: KL of the softened outputs; kl-direction: ST++'s KL of layer-normalised logits",
-        ("kl", "kl-direction"),
+        "which KL (with --st-loss kl): kl: KL of the softened outputs (paper Eq. 1); kl-ln-inside (ours; old name "
+        "kl-direction, still accepted): both logit vectors layer-normalised (eps 1e-5, times --kl-amplitude) inside "
+        "the KL only, the main cross-entropy on raw logits. The official ST++ KL- is --norm-kd",
+        KL_KINDS,
     )
-    kl_amplitude: float = _opt(1.0, "kl-direction: scale of the layer-normalised logits")
+    kl_amplitude: float = _opt(
+        1.0, "amplitude A of the normalised logits, for --norm-kd (the official --amplitude) and kl-ln-inside"
+    )
+    norm_kd: bool = _opt(
+        False,
+        "the official ST++ KL- (--norm_kd): normalise the main network's logits (see --norm-kd-type) before its "
+        "cross-entropy and as the sub-networks' teacher, and each sub-network's logits the same way before its loss",
+    )
+    norm_kd_type: str = _opt(
+        "default",
+        "--norm-kd's normalisation (official --norm_kd_type): default: A * layer norm (no affine, eps 1e-7); v1: "
+        "layer norm, A ignored, and inside the KL both sides times the per-sample unbiased std of the main network's "
+        "normalised logits (about 1.0005 at 1000 classes); v2: A * z / ||z||_2",
+        NORM_KD_TYPES,
+    )
+    st_loss: str = _opt(
+        "kl",
+        "each sub-network's loss (official --st_loss): kl (official default; see --kl); ce: soft-target "
+        "cross-entropy to the main network's probabilities, no temperature; ce-target: cross-entropy to the labels; "
+        "dkd: decoupled KD with alpha = beta = T = 1; mse: mean squared difference of the softmax outputs",
+        ST_LOSSES,
+    )
+    main_coef: float = _opt(1.0, "multiplies the main network's cross-entropy only (official --main_coef)")
     subnets_per_step: int = _opt(
         1,
         "sub-networks sampled per step, each adding its KL term weighted by --kl-weight (with several, scale "
@@ -105,8 +223,10 @@ class TrainConfig:
     sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
     min_depths: str = _opt(
         "",
-        "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage), all "
-        "(only shape-changing blocks kept), half, spaceK (at least K per stage, ST++'s space3)",
+        "sampling space: minimum blocks kept per stage, e.g. 3,3,3,3, or a named space: default (1 per stage, the "
+        "official default), all (only shape-changing blocks kept), half, atleastK (ours: at least K per stage), "
+        "space1..space7 (the official ResNet-50 spaces: space3 keeps at least 3,3,3,3, 8 sub-networks), "
+        "ours-mbv3-144/48/6 (our MobileNetV3-Large presets of 144, 48 and 6 sub-networks)",
     )
     sandwich: bool = _opt(
         False,
@@ -207,8 +327,17 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first impossible value."""
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        self._check_choices_and_numbers()
+        self._check_ranges()
+        self._check_running()
+        self._check_loss()
+        self._check_data()
+        parse_resolution(self.subnet_resolution)
+        if self.model_args:
+            parse_model_args(self.model_args)
+        return self
+
+    def _check_choices_and_numbers(self) -> None:
         for f in fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -216,28 +345,18 @@ class TrainConfig:
                 raise ValueError(f"unknown {f.name.replace('_', '-')} {value!r}; choose from {', '.join(choices)}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
-        positive = (
-            "epochs",
-            "batch_size",
-            "lr",
-            "temperature",
-            "subnets_per_step",
-            "calib_images",
-            "eval_subnets",
-            "eval_batch_size",
-            "track_kl_images",
-            "log_every",
-            "image_size",
-            "kl_amplitude",
-        )
-        for name in positive:
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("momentum", "weight_decay", "warmup_epochs", "kl_weight", "workers", "checkpoint_every"):
+        for name in NOT_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+    def _check_ranges(self) -> None:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.min_lr_ratio < 1:
+            raise ValueError(f"--min-lr-ratio must be in [0, 1), got {self.min_lr_ratio}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.seed < 2**32:
@@ -246,10 +365,16 @@ class TrainConfig:
             raise ValueError(f"--drop-path-rate must be in [0, 1), got {self.drop_path_rate}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.kl_start_epoch < self.epochs:
+            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
         if self.mode == "individual" and not self.subnet:
             raise ValueError("individual mode trains one sub-network alone: name it with --subnet, e.g. --subnet 1,1,1")
-        if self.ghost_batches < 0:
-            raise ValueError(f"--ghost-batches must not be negative, got {self.ghost_batches}")
+        if self.resize and self.dataset == "imagefolder":
+            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
+
+    def _check_running(self) -> None:
         if self.sync_bn and (self.ghost_batches or not self.same_subnets_across_ranks):
             # SyncBatchNorm synchronises at every BN call: all ranks must run the same layers
             raise ValueError(
@@ -261,18 +386,50 @@ class TrainConfig:
                 "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "
                 "--ghost-batches"
             )
-        if self.resize < 0:
-            raise ValueError(f"--resize must not be negative, got {self.resize}")
-        if self.resize and self.dataset == "imagefolder":
-            raise ValueError("--resize applies to digits and CIFAR; imagefolder crops to --image-size")
-        if not 0 <= self.kl_start_epoch < self.epochs:
-            raise ValueError(f"--kl-start-epoch must be in [0, --epochs), got {self.kl_start_epoch}")
-        parse_resolution(self.subnet_resolution)
-        if self.model_args:
-            parse_model_args(self.model_args)
+        if self.pretrained_file and (not self.bn_zero_init or self.classifier_init != "model"):
+            raise ValueError(
+                "--no-bn-zero-init and --classifier-init initialise a model trained from scratch; with "
+                "--pretrained-file the loaded weights would be overwritten: drop them"
+            )
         if self.resume and self.force:
             raise ValueError("--resume continues a run and --force starts it over; choose one")
-        return self
+
+    def _check_loss(self) -> None:
+        if self.kl != "kl" and self.norm_kd:
+            raise ValueError(
+                f"--kl {self.kl} normalises inside the KL and --norm-kd normalises every logit already: choose one"
+            )
+        if self.kl != "kl" and self.st_loss != "kl":
+            raise ValueError(
+                f"--kl {self.kl} chooses the KL of --st-loss kl; it has no effect with --st-loss "
+                f"{self.st_loss}: drop it"
+            )
+        if self.norm_kd_type != "default" and not self.norm_kd:
+            raise ValueError(f"--norm-kd-type {self.norm_kd_type} chooses --norm-kd's normalisation: add --norm-kd")
+
+    def _check_data(self) -> None:
+        for name in ("random_erasing", "color_jitter", "lighting", "mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        for name in ("train_crop_size", "val_resize_size", "val_crop_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+            if getattr(self, name) and self.dataset != "imagefolder":
+                raise ValueError(f"--{name.replace('_', '-')} applies to imagefolder; CIFAR and digits keep their size")
+        if self.random_erasing > 1:
+            raise ValueError(f"--random-erasing is a probability in [0, 1], got {self.random_erasing}")
+        image_options = {"auto_augment": self.auto_augment != "none"}
+        image_options |= {n: getattr(self, n) > 0 for n in ("random_erasing", "color_jitter", "lighting")}
+        used = [n for n, on in image_options.items() if on]
+        if used and self.dataset == "digits":
+            raise ValueError(
+                f"--{used[0].replace('_', '-')} applies to CIFAR and imagefolder (digits are 8x8 standardised "
+                "tensors); digits take --augment, --mixup and --cutmix"
+            )
+        if (self.mixup or self.cutmix) and self.st_loss in NEEDS_LABELS:
+            raise ValueError(
+                f"--st-loss {self.st_loss} needs integer labels, and --mixup/--cutmix give soft targets: choose one"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,6 +17,7 @@ from ..core.elastic import ElasticNet
 from ..core.resolution import parse_resolution
 from ..core.spaces import build_space
 from ..evaluation.sharded import evaluate_full_sharded
+from ..models.initialisation import apply_init_options
 from ..runtime import distributed
 from ..runtime.device import resolve_device
 from ..runtime.files import read_json_or_none
@@ -120,7 +121,8 @@ class Trainer:
             except ValueError as e:
                 raise ValueError(f"--subnet {cfg.subnet!r}: {e}") from None
         self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, self.total_steps, int(cfg.warmup_epochs * self.steps_per_epoch))
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, self.total_steps, warmup, cfg.min_lr_ratio)
         if cfg.low_memory and env.enabled:
             raise ValueError(
                 "--low-memory back-propagates each sub-network on its own, which DDP's one backward per "
@@ -151,6 +153,7 @@ class Trainer:
         cfg, data, device = self.cfg, self.data, self.device
         log = print if self.env.is_main else (lambda _: None)
         model = build_model(cfg, data.num_classes, data.in_chans, data.image_size, pretrained=not cfg.resume, log=log)
+        apply_init_options(model, cfg.bn_zero_init, cfg.classifier_init)  # the official γ = 1 / N(0, 0.01²) options
         if cfg.init_from and not cfg.resume:  # fine-tuning: on --resume the checkpoint's weights win
             log(f"fine-tuning from {load_initial_weights(model, cfg.init_from)}")
         model = model.to(device)

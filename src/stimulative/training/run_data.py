@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..data import DataSource, load_data
+from ..transforms import AugmentOptions
 from .config import TrainConfig
 
 
@@ -19,5 +20,6 @@ def load_run_data(cfg: TrainConfig, download: bool = False) -> DataSource:
         resize=cfg.resize,
         skip_corrupt=cfg.skip_corrupt,
         workers=cfg.workers,
+        augmentation=AugmentOptions.from_config(cfg),
         val_fraction=cfg.val_fraction,
     )

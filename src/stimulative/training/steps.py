@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..core.batchnorm import frozen_bn_stats
 from ..core.elastic import ElasticNet, drop_path_scales, shared_prefix
-from ..core.loss import distillation_term, stimulative_loss
+from ..core.loss import LossOptions, main_outputs, stimulative_loss, sub_network_loss
 from ..core.resolution import parse_resolution, resize_batch, subnet_sides
 from ..core.sampling import Architecture, SamplingSpace, SubnetSpec, parse_spec, sample_subnet, step_generator
 from ..core.schedules import kl_weight_at
@@ -32,20 +32,6 @@ class StepOutput:
     loss: torch.Tensor  # scalars on the device: read them only when logging
     ce: torch.Tensor
     kl: torch.Tensor
-
-
-@dataclass(frozen=True)
-class LossOptions:
-    """How Eq. 1's terms are computed (lambda comes from the step's plan)."""
-
-    temperature: float = 1.0
-    kl: str = "kl"
-    kl_amplitude: float = 1.0
-    label_smoothing: float = 0.0
-
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> LossOptions:
-        return cls(cfg.temperature, cfg.kl, cfg.kl_amplitude, cfg.label_smoothing)
 
 
 @dataclass
@@ -141,10 +127,11 @@ def run_step(
     """Eq. 1 for one batch and its plan (the caller takes one backward of the loss)."""
     if fixed is not None:
         return individual_step(model, x, y, fixed, loss.label_smoothing, autocast, ghost_batches, runner)
-    args = (plan.kl_weight, loss.temperature, loss.kl, loss.kl_amplitude, loss.label_smoothing, autocast)
     if low_memory and plan.subnets:
-        return low_memory_step(model, x, y, plan.subnets, *args, plan.sub_inputs)
-    return training_step(model, x, y, plan.subnets, *args, ghost_batches, runner, plan.sub_inputs, plan.keep)
+        return low_memory_step(model, x, y, plan.subnets, plan.kl_weight, loss, autocast, plan.sub_inputs)
+    return training_step(
+        model, x, y, plan.subnets, plan.kl_weight, loss, autocast, ghost_batches, runner, plan.sub_inputs, plan.keep
+    )
 
 
 def joint_forward(
@@ -199,10 +186,7 @@ def training_step(
     y: torch.Tensor,
     subnets: list[SubnetSpec],
     kl_weight: float,
-    temperature: float = 1.0,
-    kl: str = "kl",
-    kl_amplitude: float = 1.0,
-    label_smoothing: float = 0.0,
+    loss: LossOptions | None = None,
     autocast=nullcontext,
     ghost_batches: int = 1,
     runner=None,
@@ -214,13 +198,14 @@ def training_step(
     ``sub_inputs``: per sub-network, its own resized input or None (see joint_forward);
     ``keep``: stochastic depth's per-sample branch scales of the main network, or None.
     The caller takes one backward of the returned loss."""
+    loss = loss or LossOptions()
     with autocast():
         extra = {"sub_inputs": sub_inputs} if sub_inputs is not None else {}
         if keep is not None:
             extra["keep"] = keep
         main, subs = (runner or partial(joint_forward, model))(x, subnets, ghost_batches, **extra)
-    loss, ce, kl_sum = stimulative_loss(main, subs, y, kl_weight, temperature, kl, kl_amplitude, label_smoothing)
-    return StepOutput(loss, ce, kl_sum)
+    total, ce, kl_sum = stimulative_loss(main, subs, y, kl_weight, loss)
+    return StepOutput(total, ce, kl_sum)
 
 
 def low_memory_step(
@@ -229,10 +214,7 @@ def low_memory_step(
     y: torch.Tensor,
     subnets: list[SubnetSpec],
     kl_weight: float,
-    temperature: float = 1.0,
-    kl: str = "kl",
-    kl_amplitude: float = 1.0,
-    label_smoothing: float = 0.0,
+    loss: LossOptions | None = None,
     autocast=nullcontext,
     sub_inputs: list[torch.Tensor | None] | None = None,
 ) -> StepOutput:
@@ -244,12 +226,13 @@ def low_memory_step(
     gradients through the full network once. Same gradients as the joint backward up to
     rounding. The sub-networks' parameter gradients are accumulated here, so the caller
     zeroes gradients before the step, not between it and the backward."""
+    loss = loss or LossOptions()
     full = model.architecture.full()
     full_steps = full.flat()
     with autocast():
         main, trace = model.forward_trace(x, full)
-    ce = F.cross_entropy(main.float(), y, label_smoothing=label_smoothing)
-    teacher = main.detach()
+    z, teacher, scale = main_outputs(main, loss)  # normalised first under --norm-kd
+    ce = F.cross_entropy(z, y, label_smoothing=loss.label_smoothing)
     kl_sum = torch.zeros((), dtype=torch.float32, device=main.device)
     at_branch: dict[int, torch.Tensor] = {}
     with frozen_bn_stats(model):
@@ -259,7 +242,7 @@ def low_memory_step(
             h = None if own is not None else trace[k].detach().requires_grad_()
             with autocast():
                 logits = model(own, spec) if own is not None else model.forward_trace(x, spec, start=(k, h))[0]
-            term = distillation_term(teacher, logits, kl, temperature, kl_amplitude)
+            term = sub_network_loss(teacher, logits, y, loss, scale)
             (kl_weight * term).backward()
             kl_sum = kl_sum + term.detach()
             if h is not None:
@@ -269,8 +252,8 @@ def low_memory_step(
         ((trace[k] * g.to(trace[k].dtype)).float().sum() for k, g in at_branch.items()),
         torch.zeros((), device=main.device),
     )
-    loss = ce + (carry - carry.detach()) + kl_weight * kl_sum
-    return StepOutput(loss, ce, kl_sum)
+    total = loss.main_coef * ce + (carry - carry.detach()) + kl_weight * kl_sum
+    return StepOutput(total, ce, kl_sum)
 
 
 def individual_step(
