@@ -220,6 +220,12 @@ class TrainConfig:
         "sub-networks sampled per step, each adding its KL term weighted by --kl-weight (with several, scale "
         "--kl-weight by about 1/n: six terms at lambda 1 failed to train in our digits sweep)",
     )
+    subnet_bn_update: bool = _opt(
+        False,
+        "the sub-network passes update the BN running statistics, as the official code does (each sub-network then "
+        "runs whole, from its stem); default: they normalise with their batch statistics and leave the running "
+        "statistics to the full network",
+    )
     sampler: str = _opt("ordered", "sub-network sampling rule", ("ordered", "stochastic", "raw"))
     min_depths: str = _opt(
         "",
@@ -381,6 +387,8 @@ class TrainConfig:
                 "--sync-bn normalises over the whole global batch: it excludes --ghost-batches and "
                 "--no-same-subnets-across-ranks"
             )
+        if self.low_memory and self.subnet_bn_update:
+            raise ValueError("--subnet-bn-update runs each sub-network whole; --low-memory shares prefixes: choose one")
         if self.low_memory and (self.amp == "fp16" or self.ghost_batches > 1):
             raise ValueError(
                 "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "

@@ -140,7 +140,7 @@ class Trainer:
         self.runner = self._ddp_runner()
         # the step: the same object as the public stimulative.Stimulative
         self.step_fn = TrainStep(self.model, self.policy, LossOptions.from_config(cfg), self.autocast,
-                                 self.ghost_batches, self.runner, cfg.low_memory)  # fmt: skip
+                                 self.ghost_batches, self.runner, cfg.low_memory, cfg.subnet_bn_update)  # fmt: skip
         self.writer = None
         self.last_record: dict | None = None  # the last epoch's line of metrics.jsonl
         self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), BestEpoch(), ConsoleLog()]

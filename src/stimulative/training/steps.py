@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.batchnorm import frozen_bn_stats
-from ..core.elastic import ElasticNet, drop_path_scales, shared_prefix
+from ..core.elastic import ElasticNet, drop_path_scales, shared_prefix, subnet_bn_updates
 from ..core.loss import LossOptions, main_outputs, stimulative_loss, sub_network_loss
 from ..core.resolution import parse_resolution, resize_batch, subnet_sides
 from ..core.sampling import Architecture, SamplingSpace, SubnetSpec, parse_spec, sample_subnet, step_generator
@@ -123,15 +123,19 @@ def run_step(
     ghost_batches: int = 1,
     runner=None,
     low_memory: bool = False,
+    subnet_bn_update: bool = False,
 ) -> StepOutput:
-    """Eq. 1 for one batch and its plan (the caller takes one backward of the loss)."""
+    """Eq. 1 for one batch and its plan (the caller takes one backward of the loss).
+    ``subnet_bn_update``: the sub-network passes update the BN running statistics (the
+    official code's behaviour; see :func:`joint_forward`)."""
     if fixed is not None:
         return individual_step(model, x, y, fixed, loss.label_smoothing, autocast, ghost_batches, runner)
     if low_memory and plan.subnets:
         return low_memory_step(model, x, y, plan.subnets, plan.kl_weight, loss, autocast, plan.sub_inputs)
     return training_step(
-        model, x, y, plan.subnets, plan.kl_weight, loss, autocast, ghost_batches, runner, plan.sub_inputs, plan.keep
-    )
+        model, x, y, plan.subnets, plan.kl_weight, loss, autocast, ghost_batches, runner, plan.sub_inputs, plan.keep,
+        subnet_bn_update,
+    )  # fmt: skip
 
 
 def joint_forward(
@@ -142,6 +146,7 @@ def joint_forward(
     main_spec: SubnetSpec | None = None,
     sub_inputs: list[torch.Tensor | None] | None = None,
     keep: torch.Tensor | None = None,
+    subnet_bn_update: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Logits of the main network (the full one, or ``main_spec``) and of each sub-network,
     ``((B, classes), [(B, classes), ...])``. Each sub-network continues from the main
@@ -158,7 +163,12 @@ def joint_forward(
     smaller inputs): it then runs from its stem, sharing nothing with the main network.
 
     ``keep`` ``(B, blocks)``: stochastic depth's per-sample branch scales for the main
-    network (:func:`stimulative.elastic.drop_path_scales`)."""
+    network (:func:`stimulative.elastic.drop_path_scales`).
+
+    ``subnet_bn_update``: as the official code, the sub-network passes update the BN running
+    statistics (of the first ghost batch), and each sub-network then runs whole from its
+    stem, as the official code's separate forward does (sharing the prefix would update
+    those layers once instead of once per pass)."""
     main_spec = main_spec or model.architecture.full()
     main_steps = main_spec.flat()
     mains, subs = [], [[] for _ in subnets]
@@ -168,14 +178,15 @@ def joint_forward(
             main, trace = model.forward_trace(xg, main_spec, keep=kg)
         mains.append(main)
         if subnets:
-            with frozen_bn_stats(model):
+            update = subnet_bn_update and g == 0
+            with subnet_bn_updates(model) if update else frozen_bn_stats(model):
                 for i, spec in enumerate(subnets):
                     own = sub_inputs[i] if sub_inputs is not None else None
                     if own is not None:
                         subs[i].append(model(own.chunk(ghost_batches)[g] if ghost_batches > 1 else own, spec))
                         continue
-                    k = shared_prefix(main_steps, spec.flat())
-                    subs[i].append(model.forward_trace(xg, spec, start=(k, trace[k]))[0])
+                    k = 0 if update else shared_prefix(main_steps, spec.flat())
+                    subs[i].append(model.forward_trace(xg, spec, start=(k, trace[k]) if k else None)[0])
     cat = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
     return cat(mains), [cat(p) for p in subs]
 
@@ -192,6 +203,7 @@ def training_step(
     runner=None,
     sub_inputs: list[torch.Tensor | None] | None = None,
     keep: torch.Tensor | None = None,
+    subnet_bn_update: bool = False,
 ) -> StepOutput:
     """Forward of Eq. 1 for one batch (:func:`joint_forward`, or ``runner``, the
     DDP-wrapped :func:`joint_forward`, called as ``runner(x, subnets, ghost_batches)``).
@@ -203,6 +215,8 @@ def training_step(
         extra = {"sub_inputs": sub_inputs} if sub_inputs is not None else {}
         if keep is not None:
             extra["keep"] = keep
+        if subnet_bn_update:
+            extra["subnet_bn_update"] = True
         main, subs = (runner or partial(joint_forward, model))(x, subnets, ghost_batches, **extra)
     total, ce, kl_sum = stimulative_loss(main, subs, y, kl_weight, loss)
     return StepOutput(total, ce, kl_sum)
@@ -287,6 +301,7 @@ class TrainStep:
     ghost_batches: int = 1
     runner: Callable | None = None
     low_memory: bool = False
+    subnet_bn_update: bool = False
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         plan = self.policy.plan(step, x)
@@ -301,4 +316,5 @@ class TrainStep:
             self.ghost_batches,
             self.runner,
             self.low_memory,
+            self.subnet_bn_update,
         )
