@@ -155,6 +155,11 @@ def test_tiny_study_end_to_end_with_report(tmp_path):
     assert len(claims) == 3 * 11 + 2  # 11 claims per BN protocol, then KL tracking and cost
     assert all(v in (SUPPORTS, PARTLY, CONTRADICTS) or v.startswith("not measured") for v in claims.values())
     saved = json.loads((out / "analyses" / "study.json").read_text())
+    # Eq. 4 also on the training images, where the paper states it (cached per run)
+    on_train = json.loads((out / "runs" / "st-resnet20-s0" / "evaluation_train.json").read_text())
+    assert on_train["split"] == "train" and set(saved["eq4_train"]) == {"full", "subnet", "running"}
+    assert saved["eq4_train"]["full"]["ST"][0]["eps1"] == pytest.approx(on_train["by_bn"]["full"]["main"]["ce"])
+    assert saved["eq4_train"]["full"]["ST"][0]["eps1"] != saved["eq4"]["full"]["ST"][0]["eps1"]  # another split
     for bn in ("full", "subnet", "running"):
         # the verdicts follow the measured per-seed numbers; without deeper networks, depth is not measured
         stats = saved["subnet_stats"][bn]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 from ..analysis.bound import eq4
@@ -13,8 +15,9 @@ from ..analysis.stats import mean_std
 from ..analysis.subnet_stats import subnet_statistics
 from ..core.batchnorm import BN_MODES
 from ..reporting.figures import study_figures
-from ..runtime.files import read_json, write_json
+from ..runtime.files import read_json, read_json_or_none, write_json
 from ..tools.destruction import cached_destruction
+from ..tools.reevaluate import reevaluate
 from ..training.run_dir import RunDir
 
 
@@ -26,6 +29,22 @@ def write_analysis(study_dir: str, name: str, data) -> str:
     path = os.path.join(study_dir, "analyses", f"{name}.json")
     write_json(path, data)
     return path
+
+
+def train_split_results(study_dir: str, name: str, seeds: list[int]) -> list[dict]:
+    """Each seed's run evaluated on its training images (cached as RUN/evaluation_train.json)."""
+    out = []
+    for seed in seeds:
+        run_dir = os.path.join(study_dir, "runs", f"{name}-s{seed}")
+        cached = read_json_or_none(os.path.join(run_dir, TRAIN_EVALUATION))
+        if cached is None:
+            with contextlib.redirect_stdout(io.StringIO()):  # its summary table: the study reports instead
+                cached = reevaluate(run_dir, bn="all", out=TRAIN_EVALUATION, split="train", progress=False)
+        out.append(cached)
+    return out
+
+
+TRAIN_EVALUATION = "evaluation_train.json"
 
 
 def destruction_for(study_dir: str, name: str, seeds: list[int], progress: bool) -> dict:
@@ -66,6 +85,11 @@ def analyse_study(
     }
     out["sampling_rules"] = {bn: compare_samplers(samplers, bn) for bn in BN_MODES}
     out["eq4"] = {bn: {"CT": [eq4(r, bn) for r in ct], "ST": [eq4(r, bn) for r in st]} for bn in BN_MODES}
+    # the paper states Eq. 4 for training losses: the same runs evaluated on their training images
+    on_train = {
+        m: train_split_results(study_dir, name, seeds) for m, name in (("CT", "ct-resnet20"), ("ST", "st-resnet20"))
+    }
+    out["eq4_train"] = {bn: {m: [eq4(r, bn) for r in on_train[m]] for m in on_train} for bn in BN_MODES}
     out["kl_tracking"] = {
         method: [load_kl_tracking(os.path.join(study_dir, "runs", f"{name}-s{s}")) for s in seeds]
         for method, name in (("CT", "ct-resnet20"), ("ST", "st-resnet20"))

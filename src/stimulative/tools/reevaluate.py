@@ -20,7 +20,10 @@ def reevaluate(
     out: str = RunDir.EVALUATION,
     device: str = "auto",
     progress: bool = True,
+    split: str = "test",
 ) -> dict:
+    """Evaluate the run's final weights again and write ``RUN/out``; ``split``: test, val, or
+    train (the training images: Eq. 4 is stated for training losses)."""
     run = RunDir(run_dir).load(device)
     model, cfg = run.model, run.cfg
     cfg = dataclasses.replace(
@@ -38,7 +41,7 @@ def reevaluate(
     if os.path.basename(out) != out or out in RunDir.OWN_FILES:
         raise ValueError(f"--out {out!r}: give a new file name inside the run folder")
     space = build_space(model.architecture, cfg.min_depths)
-    results = finish(model, run.data, cfg, run.device, space, run.meta["train_seconds"], out, specs)
+    results = finish(model, run.data, cfg, run.device, space, run.meta["train_seconds"], out, specs, split=split)
     print_summary(results)
     print(f"written {os.path.join(run_dir, out)}")
     return results

@@ -29,14 +29,17 @@ def evaluate_run(
     specs: list[SubnetSpec],
     bn: str,
     desc: str = "",
+    split: str = "test",
 ) -> dict:
-    """``{"bn", "main": {top1, top5, ce}, "subnets": {count, mean, std, min, max, per_subnet}}``."""
+    """``{"bn", "main": {top1, top5, ce}, "subnets": {count, mean, std, min, max, per_subnet}}``
+    on the ``split`` images (see :func:`split_of`)."""
+    images = split_of(data, split)
     calibration = (
         data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers, str(device))
         if needs_calibration(bn)
         else []
     )
-    test = lambda: data.eval_batches(data.test, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
+    test = lambda: data.eval_batches(images, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
     run_bn = bn
     if cfg.mode == "individual":
         # the trained sub-network is this run's whole network: "full" re-estimates its statistics
@@ -45,14 +48,14 @@ def evaluate_run(
     else:  # under torchrun: each rank a share of the test images, each counted once
         main = evaluate_full_sharded(
             model,
-            data.test,
+            images,
             lambda d: data.eval_batches(d, cfg.eval_batch_size, cfg.workers, str(device)),
             calibration,
             bn,
         )
     lo, hi = shard_bounds(len(specs))  # under torchrun: each rank a share of the sub-networks
     bar = tqdm(
-        total=(hi - lo) * math.ceil(len(data.test) / cfg.eval_batch_size),
+        total=(hi - lo) * math.ceil(len(images) / cfg.eval_batch_size),
         desc=desc or f"eval ({bn} BN)",
         disable=not cfg.progress or not is_main(),
         leave=False,
@@ -60,6 +63,20 @@ def evaluate_run(
     scores = evaluate_subnets_sharded(model, specs, test, calibration, run_bn, progress=bar.update)
     bar.close()
     return {"bn": bn, "main": main, "subnets": summarize(scores)}
+
+
+SPLITS = ("test", "val", "train")
+
+
+def split_of(data: DataSource, split: str):
+    """The images of ``split``: the test split, the validation hold-out, or the training
+    images (with test-time transforms: Eq. 4 is stated for training losses)."""
+    images = {"test": data.test, "val": data.val, "train": data.calibration}.get(split, "unknown")
+    if isinstance(images, str):
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if images is None:
+        raise ValueError("this run has no validation split (--val-fraction 0)")
+    return images
 
 
 def evaluate_full_of(model: ElasticNet, spec: SubnetSpec, batches, calibration, bn: str) -> dict[str, float]:
@@ -78,6 +95,7 @@ def finish(
     out_name: str = RunDir.RESULTS,
     specs: list[SubnetSpec] | None = None,
     extra: dict | None = None,
+    split: str = "test",
 ) -> dict:
     """Evaluate the trained model in the configured BN protocol(s) and write the results
     file (``extra``: more entries for it, e.g. the best epoch)."""
@@ -91,7 +109,7 @@ def finish(
             else select_subnets(space, arch, cfg.eval_subnets, cfg.seed)
         )
     modes = list(BN_PROTOCOLS) if cfg.eval_bn == "all" else [cfg.eval_bn]
-    by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn) for bn in modes}
+    by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn, split=split) for bn in modes}
     first = by_bn[modes[0]]
     results = {
         "mode": cfg.mode,
@@ -104,6 +122,7 @@ def finish(
         "main": first["main"],
         "subnets": first["subnets"],
         "by_bn": by_bn,
+        "split": split,
         "space_size": space.size("ordered"),
         "num_classes": data.num_classes,
         "subnets_evaluated": len(specs),
