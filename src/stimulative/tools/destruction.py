@@ -9,22 +9,30 @@ from ..runtime.files import read_json_or_none, write_json
 from ..training.run_dir import RunDir
 
 
-def destruction_of_run(run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = 100, write: bool = True) -> dict:
+def destruction_of_run(
+    run_dir: str,
+    device: str = "cpu",
+    max_k: int = 4,
+    limit: int = 100,
+    write: bool = True,
+    seed: int | None = None,
+    out: str = "",
+) -> dict:
     """``{bn: result}`` for the three BN protocols (see :func:`run_destruction`); with ``write`` the
-    result replaces ``RUN/destruction.json``."""
+    result replaces ``out`` (default ``RUN/destruction.json``, where the report looks). ``seed``
+    (default: the run's) draws the sampled combinations and the calibration images."""
     run = RunDir(run_dir)
     loaded = run.load(device)
     cfg, data = loaded.cfg, loaded.data
-    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, seed)
     batches = lambda: data.eval_batches(data.test, cfg.eval_batch_size)  # noqa: E731
     result = {
-        bn: run_destruction(
-            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, cfg.seed
-        )
+        bn: run_destruction(loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, seed)
         for bn in BN_PROTOCOLS
     }
     if write:
-        write_json(run.file(RunDir.DESTRUCTION), result)
+        write_json(out or run.file(RunDir.DESTRUCTION), result)
     return result
 
 

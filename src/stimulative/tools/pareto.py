@@ -153,9 +153,11 @@ def pareto_run(
     force: bool = False,
     progress: bool = True,
     latency_stat: str = "min",
+    seed: int | None = None,
 ) -> dict:
     """Measure every sub-network of a run (or reuse ``out`` if it holds the same
-    measurement), plot, and pick under the budget. Returns the written document."""
+    measurement), plot, and pick under the budget. Returns the written document. ``out`` is a
+    file name inside the run folder or a path; ``seed`` (default: the run's) draws the sample."""
     _check_options(bn, out, latency_stat)
     path = os.path.join(run_dir, out)
     plot_path = path[: -len(".json")] + ".png"
@@ -163,7 +165,7 @@ def pareto_run(
     model.eval()
     arch = model.architecture
     space = build_space(arch, cfg.min_depths if min_depths is None else min_depths)
-    specs = select_subnets(space, arch, max_subnets or cfg.eval_subnets, cfg.seed)
+    specs = select_subnets(space, arch, max_subnets or cfg.eval_subnets, cfg.seed if seed is None else seed)
     settings = {
         "bn": bn,
         "latency_batch": latency_batch,
@@ -226,8 +228,8 @@ def _check_options(bn: str, out: str, latency_stat: str) -> None:
     if latency_stat not in ("median", "min"):
         raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
     bn_protocol(bn)
-    if os.path.basename(out) != out or not out.endswith(".json") or out in RunDir.OWN_FILES:
-        raise ValueError(f"--out {out!r}: give a new .json file name inside the run folder")
+    if not out.endswith(".json") or (os.path.basename(out) == out and out in RunDir.OWN_FILES):
+        raise ValueError(f"--out {out!r}: give a new .json file name")
 
 
 def _top1_scores(
