@@ -17,6 +17,7 @@ from .cli_grammar import (
     check_mode_flags,
     check_yaml_keys,
     out_folder,
+    reword,
 )
 from .core.batchnorm import BN_PROTOCOLS
 from .models import create_model, list_models
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         if os.environ.get("STIMULATIVE_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = reword(str(e).splitlines()[0]) if str(e) else type(e).__name__
         print(f"stimulative: error: {msg}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line, and a way to see more

@@ -152,3 +152,14 @@ def out_folder(out: str, force: bool, names: list[str]) -> str:
         raise ValueError(f"{os.path.join(out, existing[0])!r} already exists; pass --force to replace it")
     os.makedirs(out, exist_ok=True)
     return out
+
+
+def reword(message: str) -> str:
+    """Core's message for a depth past a stage's end names the first missing block index
+    (``stage 0 has no block 3 (it has 3)``); for a depth spec such as 5,5,5 say it in depths."""
+    found = re.search(r"sub-network ([0-9,]+): stage (\d+) has no block \d+ \(it has (\d+)\)", message)
+    if not found:
+        return message
+    stage, size = int(found.group(2)), int(found.group(3))
+    depth = found.group(1).split(",")[stage]
+    return message[: found.start()] + f"sub-network {found.group(1)}: stage {stage} has {size} blocks; {depth} is too many"

@@ -13,6 +13,7 @@ from ..analysis.evidence import cells_table, differences_table
 from ..analysis.stats import fmt
 from ..runtime.files import read_json, write_text
 from .evidence_text import conclusion_markdown
+from .compare import comparison_figures, comparison_table, load_runs, seed_means_table
 from .figures import BN_TITLES, run_figure
 from .markdown import markdown_table
 
@@ -230,10 +231,31 @@ def _bn_story(stats: dict) -> str:
     )
 
 
+def _comparison_section(doc: Doc, run_dirs: list[str], folder: str) -> None:
+    """Runs given together, side by side: one table, one overlaid figure per question."""
+    runs = load_runs(run_dirs)
+    doc.h(2, f"Comparison of {len(runs)} runs")
+    doc.p(
+        "Top-1 (%) of the full network and mean, std and worst (min) of the evaluated sub-networks, per BN "
+        "protocol (full: the full network's statistics; subnet: re-estimated per sub-network; running: as trained)."
+    )
+    doc.table(*comparison_table(runs))
+    means = seed_means_table(runs)
+    if means:
+        doc.h(3, "Mean ± std over seeds")
+        doc.table(*means)
+    for path, caption in comparison_figures(runs, folder):
+        doc.image(path, caption)
+
+
 def write_report(dirs: list[str], out: str = "report.md") -> str:
-    """Write ``out`` (Markdown) and the same report as single-file HTML beside it."""
+    """Write ``out`` (Markdown) and the same report as single-file HTML beside it; finished
+    runs given together are also compared in one table and overlaid figures."""
     doc = Doc()
     doc.h(1, "stimulative report")
+    run_dirs = [d for d in dirs if _kind(d) == "run"]
+    if len(run_dirs) > 1:
+        _comparison_section(doc, run_dirs, os.path.join(os.path.dirname(os.path.abspath(out)), "figures"))
     for d in dirs:
         if os.path.exists(os.path.join(d, "analyses", "study.json")):
             _study_section(doc, d)
@@ -249,3 +271,11 @@ def write_report(dirs: list[str], out: str = "report.md") -> str:
     write_text(out, doc.markdown(os.path.dirname(os.path.abspath(out))))
     write_text(os.path.splitext(out)[0] + ".html", doc.html("stimulative report"))
     return out
+
+
+def _kind(folder: str) -> str:
+    if os.path.exists(os.path.join(folder, "analyses", "study.json")):
+        return "study"
+    if os.path.exists(os.path.join(folder, "evidence.json")):
+        return "sweep"
+    return "run" if os.path.exists(os.path.join(folder, "results.json")) else "unknown"
