@@ -162,4 +162,5 @@ def reword(message: str) -> str:
         return message
     stage, size = int(found.group(2)), int(found.group(3))
     depth = found.group(1).split(",")[stage]
-    return message[: found.start()] + f"sub-network {found.group(1)}: stage {stage} has {size} blocks; {depth} is too many"
+    said = f"sub-network {found.group(1)}: stage {stage} has {size} blocks; {depth} is too many"
+    return message[: found.start()] + said

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from ..analysis.evidence import cells_table, differences_table
 from ..analysis.stats import fmt
 from ..runtime.files import read_json, write_text
-from .evidence_text import conclusion_markdown
 from .compare import comparison_figures, comparison_table, load_runs, seed_means_table
+from .evidence_text import conclusion_markdown
 from .figures import BN_TITLES, run_figure
 from .markdown import markdown_table
 
