@@ -166,3 +166,21 @@ def test_adapted_run_reevaluates_and_models_shows_its_structure(timm_run, capsys
     assert [s["spec"] for s in ev["subnets"]["per_subnet"]] == ["1,1,1,1", "2,2,2,2"]
     assert cli(["models", "timm:resnet18", "--image-size", "16", "--in-chans", "1"]) == 0
     assert "stages [2, 2, 2, 2]  skippable [2, 1, 1, 1]" in capsys.readouterr().out
+
+
+def test_native_export_is_readable_pytorch_with_its_preprocessing(native_run, tmp_path):
+    # issue 16: registered families export their block classes' code, not a traced graph
+    assert cli(["export", str(native_run), "--subnet", "1,2,1", "--out", str(tmp_path), "--check-images", "32"]) == 0
+    source = (tmp_path / "model.py").read_text()
+    assert "class BasicBlock(ResidualBlock):" in source and "def _graph(" not in source
+    assert "stimulative" not in "\n".join(line for line in source.splitlines() if "import" in line)
+    code = (
+        "import sys; sys.modules['stimulative'] = None\n"
+        "import torch; from model import load\n"
+        "print(tuple(load()(torch.randn(3, 1, 8, 8)).shape))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(3, 10)"
+    pre = json.loads((tmp_path / "model.json").read_text())["preprocessing"]
+    assert pre["channels"] == 1 and pre["size"] == [8, 8] and 0.2 < pre["mean"][0] < 0.4 and pre["std"][0] > 0

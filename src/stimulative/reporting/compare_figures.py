@@ -6,6 +6,7 @@ sub-network."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from .figures import BN_TITLES, COLORS, save_figure
 
@@ -34,6 +35,7 @@ def epochs_figure(runs: list[dict], colors: dict, folder: str) -> str | None:
     for r in curves:
         xs, ys = zip(*r["epochs"])
         ax.plot(xs, ys, "-o", markersize=3, color=colors[r["label"]], label=r["label"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 (%), full BN")
     ax.set_title("Full network through training", fontsize=9)
