@@ -175,8 +175,6 @@ def destruction_figure(dest: dict, bn: str, folder: str, prefix: str = "") -> st
         ax.set_xlabel("k")
         ax.set_ylabel("top-1 drop (points)")
         ax.set_title(title + (" (all seeds)" if several else ""), fontsize=8)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=_method_color(m), alpha=0.55) for m in methods]
-        ax.legend(handles, methods, fontsize=6)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
@@ -251,12 +249,13 @@ def run_figure(results: dict, folder: str) -> str:
     """One run: every sub-network's top-1 in each BN protocol, the full network as a line; a
     large space (over 40 sub-networks) as one box per depth (blocks kept) instead of one tick
     per sub-network."""
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     color = COLORS.get(METHOD_NAMES.get(results["mode"], ""), COLORS["individual"])
     large = results["subnets"]["count"] > 40
     protocols = list(results["by_bn"])
     for i, bn in enumerate(protocols):
-        marker, solid = {"running": ("x", False)}.get(bn, ("o", True))
+        # one marker per protocol: with one colour per method, the marker tells the protocols apart
+        marker, solid = {"running": ("x", False), "subnet": ("^", True)}.get(bn, ("o", True))
         per = results["by_bn"][bn]["subnets"]["per_subnet"]
         if large:
             _depth_boxes(ax, per, i, len(protocols), BN_STYLES.get(bn, ("", "gray"))[1])
@@ -276,8 +275,8 @@ def run_figure(results: dict, folder: str) -> str:
         f"{results['mode'].upper()} {results['model']} on {results['dataset']}, seed {results['seed']}", fontsize=9
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
-    return save_figure(fig, folder, "subnets.png")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=6, loc="lower center", ncol=3, frameon=False)
+    return save_figure(fig, folder, "subnets.png", legend_strip=0.16)
 
 
 def _depth_boxes(ax, per: list[dict], index: int, count: int, color: str) -> None:

@@ -115,7 +115,7 @@ def _run_section(doc: Doc, run_dir: str) -> None:
             ]
         )
     doc.table(["BN statistics", "full top-1", "sub-networks", "mean", "std", "min", "max"], rows)
-    doc.image(run_figure(r, os.path.join(run_dir, "figures")), "Top-1 of every evaluated sub-network, both BN modes")
+    doc.image(run_figure(r, os.path.join(run_dir, "figures")), "Top-1 of every evaluated sub-network, each BN protocol")
 
 
 def _study_section(doc: Doc, study_dir: str) -> None:
