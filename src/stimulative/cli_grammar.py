@@ -37,7 +37,7 @@ MODE_ONLY = {
 
 def did_you_mean(word: str, choices) -> str:
     """`` (did you mean X?)`` for the closest of ``choices``, else nothing."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
