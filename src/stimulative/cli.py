@@ -126,6 +126,7 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         latency_stat=args.latency_stat,
         seed=args.seed,
+        subnets=args.subnets,
     )
 
 
@@ -545,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
         "plot are redone).",
     )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
+    p.add_argument(
+        "--subnets",
+        nargs="+",
+        default=None,
+        metavar="SPEC",
+        help="sub-networks to measure, e.g. 1,1,1 3,2,1 (default: the sampling space, or its sample)",
+    )
     p.add_argument("--budget-ms", type=float, default=None, help="pick the most accurate sub-network at most this slow")
     p.add_argument(
         "--budget-mflops", type=float, default=None, help="pick the most accurate sub-network with at most these MFLOPs"

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..core.batchnorm import bn_protocol, needs_calibration
 from ..core.elastic import ElasticNet
-from ..core.sampling import BRANCH, Architecture, SubnetSpec, parse_spec, select_subnets
+from ..core.sampling import BRANCH, Architecture, SamplingSpace, SubnetSpec, parse_spec, select_subnets
 from ..core.spaces import build_space
 from ..data import DataSource
 from ..evaluation.scores import evaluate_subnets
@@ -154,6 +154,7 @@ def pareto_run(
     progress: bool = True,
     latency_stat: str = "min",
     seed: int | None = None,
+    subnets: list[str] | None = None,
 ) -> dict:
     """Measure every sub-network of a run (or reuse ``out`` if it holds the same
     measurement), plot, and pick under the budget. Returns the written document. ``out`` is a
@@ -165,7 +166,7 @@ def pareto_run(
     model.eval()
     arch = model.architecture
     space = build_space(arch, cfg.min_depths if min_depths is None else min_depths)
-    specs = select_subnets(space, arch, max_subnets or cfg.eval_subnets, cfg.seed if seed is None else seed)
+    specs = _chosen_subnets(space, arch, subnets, max_subnets or cfg.eval_subnets, cfg.seed if seed is None else seed)
     settings = {
         "bn": bn,
         "latency_batch": latency_batch,
@@ -193,6 +194,18 @@ def pareto_run(
     if failed is not None:
         raise failed
     return doc
+
+
+def _chosen_subnets(
+    space: SamplingSpace, arch: Architecture, subnets: list[str] | None, count: int, seed: int
+) -> list[SubnetSpec]:
+    """The named sub-networks, else the space's (a seeded sample of ``count`` if larger)."""
+    if not subnets:
+        return select_subnets(space, arch, count, seed)
+    specs = [parse_spec(text) for text in subnets]
+    for spec in specs:
+        arch.validate(spec)
+    return specs
 
 
 def _reusable_rows(path: str, settings: dict, force: bool) -> list[dict] | None:
