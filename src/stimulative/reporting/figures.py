@@ -163,6 +163,10 @@ def destruction_figure(dest: dict, bn: str, folder: str, prefix: str = "") -> st
         (axes[2], "permute_k", "(c) permute k blocks in a stage"),
     ):
         ks = sorted({e["k"] for e in dest[methods[0]]["per_seed"][0][bn][kind]})
+        if not ks:  # e.g. --max-k 1 permutes nothing: an empty panel that says so
+            ax.text(0.5, 0.5, "none measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            ax.set_title(title, fontsize=8)
+            continue
         for m, off in zip(methods, offsets):
             data = [[e["drop"] for s in dest[m]["per_seed"] for e in s[bn][kind] if e["k"] == k] for k in ks]
             box = ax.boxplot(
