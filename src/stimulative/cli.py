@@ -403,7 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="digits, cifar10, cifar100 or imagefolder (default: the grid's, else digits)"
     )
     p.add_argument("--data-root", default=None, help="folder of the data set (default: the grid's, else data)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (default: cpu)",
+    )
     p.add_argument(
         "--threads",
         type=int,
