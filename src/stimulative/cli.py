@@ -15,6 +15,7 @@ from .cli_grammar import (
     check_device,
     check_folders,
     check_mode_flags,
+    check_out_is_folder,
     check_yaml_keys,
     out_folder,
     reword,
@@ -656,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_device(getattr(args, "device", None))
         check_folders(args)
+        check_out_is_folder(args)
         args.fn(args)
     except KeyboardInterrupt:
         print("stimulative: interrupted", file=sys.stderr)

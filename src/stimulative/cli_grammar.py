@@ -142,6 +142,20 @@ def check_folders(args: argparse.Namespace) -> None:
                 raise ValueError(f"{folder!r} is a file, not a run folder")
 
 
+FILE_SUFFIXES = (".md", ".html", ".json", ".safetensors", ".png", ".pt", ".yaml")
+
+
+def check_out_is_folder(args: argparse.Namespace) -> None:
+    """--out names a folder for every command but bench; a file name (the grammar before
+    issue 16: --out report.md, --out model.safetensors) is an error, not a folder of that name."""
+    out = getattr(args, "out", "") or ""
+    if args.command != "bench" and out.lower().endswith(FILE_SUFFIXES):
+        raise ValueError(
+            f"--out {out!r} looks like a file name; --out names a folder and `{args.command}` writes its fixed file "
+            f"names inside it, e.g. --out {os.path.dirname(out) or '.'}"
+        )
+
+
 def out_folder(out: str, force: bool, names: list[str]) -> str:
     """Create ``out`` (with its parents) and refuse to replace any of ``names`` inside it
     without ``force``."""

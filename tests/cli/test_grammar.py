@@ -84,3 +84,10 @@ def test_train_help_is_grouped_by_section(capsys):
     positions = [out.index(s) for s in sections]
     assert positions == sorted(positions)
     assert out.index("  --kl-weight") > out.index("stimulative training:") > out.index("  --lr ")
+
+
+def test_out_given_as_a_file_name_is_an_error(capsys, tmp_path):
+    # the grammar before issue 16 took report --out report.md; now --out is the folder
+    err = _fails(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "x" / "report.md")])
+    assert "looks like a file name; --out names a folder" in err
+    assert not (tmp_path / "x").exists()
