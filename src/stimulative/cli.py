@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
+from . import __version__
 from .analysis.destruction import DEFAULT_LIMIT
+from .cli_grammar import (
+    DEVICE_HELP,
+    GroupedParser,
+    Parser,
+    check_device,
+    check_folders,
+    check_mode_flags,
+    check_out_is_folder,
+    check_yaml_keys,
+    out_folder,
+    reword,
+)
 from .core.batchnorm import BN_PROTOCOLS
 from .models import create_model, list_models
 from .reporting.figures import destruction_figure
@@ -24,14 +38,22 @@ from .tools.pareto import pareto_run
 from .tools.reevaluate import reevaluate
 from .training.config import EVAL_BN, add_config_arguments, resolve_config
 from .training.loop import main as train
+from .training.results import SPLITS
 from .training.run_dir import RunDir
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    train(resolve_config(args))
+    if args.config:
+        check_yaml_keys(args.config)  # every bad key at once, before the first one stops the loader
+    cfg = resolve_config(args)
+    check_mode_flags(args, cfg.mode)
+    train(cfg)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    name = "evaluation.json" if args.split == "test" else f"evaluation_{args.split}.json"
+    out = out_folder(args.out or args.run_dir, args.force, [name])
     # under torchrun the sub-networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
         reevaluate(
@@ -40,40 +62,60 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             bn=args.bn,
             max_subnets=args.max_subnets,
             min_depths=args.min_depths,
-            out=args.out,
+            out=os.path.join(out, name),
             device=str(env.device),
             progress=not args.no_progress,
+            seed=args.seed,
+            split=args.split,
         )
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
+    # every name is shown or its error printed; one bad name does not hide the others
+    print(f"{'model':<26} {'params':>8}  stages / skippable blocks per stage")
+    failed = []
     for name in args.names or list_models():
-        kw = {"image_size": args.image_size, "model_args": args.model_args} if ":" in name else {}
-        model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kw)
+        try:
+            kw = {"image_size": args.image_size, "model_args": args.model_args} if ":" in name else {}
+            model = create_model(name, num_classes=args.num_classes, in_chans=args.in_chans, **kw)
+        except Exception as e:  # noqa: BLE001 - any failure of one name is reported and the list goes on
+            failed.append(name)
+            print(f"{name:<26} error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+            continue
         arch = model.architecture
         params = sum(p.numel() for p in model.parameters()) / 1e6
         skippable = [sum(s) for s in arch.skippable]
-        print(f"{name:<26} {params:>7.2f}M params  stages {list(arch.stage_sizes)}  skippable {skippable}")
+        print(f"{name:<26} {params:>7.2f}M  stages {list(arch.stage_sizes)}  skippable {skippable}")
+    if failed:
+        raise ValueError(f"{len(failed)} of the models failed: {', '.join(failed)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     set_threads(args.threads)
-    export_run(
-        args.run_dir,
-        args.subnet,
-        args.out,
-        args.bn,
-        args.torchscript,
-        args.onnx,
-        args.pt2,
-        args.device,
-        args.check_images,
-        args.force,
-    )
+    for spec in args.subnets:
+        name = "subnet-" + re.sub(r"[^0-9A-Za-z]+", "_", spec).strip("_")
+        out = args.out or os.path.join(args.run_dir, "export", name)
+        if args.out and len(args.subnets) > 1:
+            out = os.path.join(args.out, name)  # several sub-networks: one folder each
+        if os.path.isfile(out):
+            raise ValueError(f"--out {out!r} is a file; --out names a folder (model.safetensors goes inside)")
+        export_run(
+            args.run_dir,
+            spec,
+            os.path.join(out, "model.safetensors"),
+            args.bn,
+            args.torchscript,
+            args.onnx,
+            args.pt2,
+            str(resolve_device(args.device)),
+            args.check_images,
+            args.force,
+        )
 
 
 def _cmd_pareto(args: argparse.Namespace) -> None:
     set_threads(args.threads)
+    out = out_folder(args.out or args.run_dir, True, [])  # an equal earlier measurement is reused; --force redoes it
     pareto_run(
         args.run_dir,
         bn=args.bn,
@@ -83,11 +125,13 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
         repeats=args.repeats,
         budget_ms=args.budget_ms,
         budget_mflops=args.budget_mflops,
-        out=args.out,
-        device=args.device,
+        out=os.path.join(out, "pareto.json"),
+        device=str(resolve_device(args.device)),
         force=args.force,
         progress=not args.no_progress,
         latency_stat=args.latency_stat,
+        seed=args.seed,
+        subnets=args.subnets,
     )
 
 
@@ -102,7 +146,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         BenchConfig(
             models=models,
             quick=args.quick,
-            device=args.device,
+            device=str(resolve_device(args.device)),
             seed=args.seed,
             threads=args.threads,
             skip_eval=args.skip_eval,
@@ -115,6 +159,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     seeds = tuple(args.seeds) if args.seeds else ((0,) if args.quick else (0, 1, 2))
     epochs = args.epochs or (3 if args.quick else 30)
     depths = () if args.quick else tuple(args.depths)
+    set_threads(args.threads)
     reproduce(args.out, seeds, epochs, depths, progress=not args.no_progress)
 
 
@@ -172,20 +217,39 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    path = write_report(args.dirs, args.out)
+    out = out_folder(args.out or args.dirs[0], args.force, ["report.md", "report.html"])
+    path = write_report(args.dirs, os.path.join(out, "report.md"))
     print(f"written {path} and {os.path.splitext(path)[0]}.html")
 
 
 def _cmd_destruction(args: argparse.Namespace) -> None:
+    set_threads(args.threads)
+    out = out_folder(args.out or args.run_dirs[0], True, [])
+    targets = {run: _destruction_file(args, run, out) for run in args.run_dirs}
+    existing = [p for p in targets.values() if os.path.exists(p)]
+    if existing and not args.force:
+        raise ValueError(f"{existing[0]!r} already exists; pass --force to replace it")
     # under torchrun the destroyed networks are split across the processes; rank 0 writes and prints
     with distributed_session(resolve_device(args.device)) as env, main_process_output(env):
-        _destruction(args, str(env.device), env.is_main)
+        _destruction(args, str(env.device), env.is_main, targets, out)
 
 
-def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
+def _destruction_file(args: argparse.Namespace, run_dir: str, out: str) -> str:
+    """Each run's destruction.json: in its own folder (where the report reads it) unless --out
+    names another; several runs under one --out are told apart by their folder names."""
+    if not args.out:
+        return os.path.join(run_dir, "destruction.json")
+    if len(args.run_dirs) == 1:
+        return os.path.join(out, "destruction.json")
+    return os.path.join(out, f"destruction-{os.path.basename(os.path.normpath(run_dir))}.json")
+
+
+def _destruction(args: argparse.Namespace, device: str, write: bool, targets: dict, figures: str) -> None:
     results = {}
     for run_dir in args.run_dirs:
-        per_bn = destruction_of_run(run_dir, device, args.max_k, args.limit, write=write)
+        per_bn = destruction_of_run(
+            run_dir, device, args.max_k, args.limit, write=write, seed=args.seed, out=targets[run_dir]
+        )
         mode, seed = per_bn_label(run_dir)
         label = f"{mode} s{seed}" if mode in [r.split()[0] for r in results] else mode
         results[label] = {"per_seed": [per_bn]}
@@ -198,7 +262,7 @@ def _destruction(args: argparse.Namespace, device: str, write: bool) -> None:
             )
     for bn in BN_PROTOCOLS:
         if write:
-            print("figure:", destruction_figure(results, bn, args.figures))
+            print("figure:", destruction_figure(results, bn, figures))
 
 
 def per_bn_label(run_dir: str) -> tuple[str, int]:
@@ -207,17 +271,11 @@ def per_bn_label(run_dir: str) -> tuple[str, int]:
     return cfg.mode.upper(), cfg.seed
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (the full usage of `train` is a page long)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="stimulative", description="Stimulative training of residual networks and measurement of network loafing."
     )
+    parser.add_argument("--version", action="version", version=f"stimulative {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -226,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train with stimulative training (st), common training (ct) or one sub-network alone "
         "(individual). Writes a run folder: config.yaml, metrics.jsonl, checkpoint/, results.json.",
     )
-    add_config_arguments(p)
+    add_config_arguments(GroupedParser(p))  # grouped in --help by the configuration's sections
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser(
@@ -259,9 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-subnets", type=int, default=None, help="evaluate a seeded sample of this many if the space is larger"
     )
     p.add_argument(
-        "--out", default="evaluation.json", help="file name inside RUN_DIR for the results (default: evaluation.json)"
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="images to evaluate on: test, val (the held-out validation images) or train (the training images, "
+        "with test-time transforms: Eq. 4 is stated for training losses); writes evaluation_<split>.json but for "
+        "test (default: test)",
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    _common(p, "evaluation.json", "RUN_DIR", force=True, seed="the run's: the sample of sub-networks, calibration")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_evaluate)
 
@@ -285,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="models to measure (default: resnet56 resnet50_cifar mobilenetv3_large_cifar)",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, inputs and sampled sub-networks")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     p.add_argument(
@@ -310,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deeper networks for the 'deeper networks loaf more' check (default: resnet32 resnet56)",
     )
     p.add_argument("--quick", action="store_true", help="a smoke version: 1 seed, 3 epochs, no deeper networks")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(fn=_cmd_reproduce)
 
@@ -352,7 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="digits, cifar10, cifar100 or imagefolder (default: the grid's, else digits)"
     )
     p.add_argument("--data-root", default=None, help="folder of the data set (default: the grid's, else data)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (default: cpu)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -416,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run, study or sweep folders")
     p.add_argument(
-        "--out", default="report.md", help="Markdown file to write; the HTML goes beside it (default: report.md)"
+        "--out", default="", metavar="DIR", help="folder for report.md and report.html (default: the first DIR)"
     )
+    p.add_argument("--force", action="store_true", help="replace an existing report")
     p.set_defaults(fn=_cmd_report)
 
     p = sub.add_parser(
@@ -435,8 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="all combinations per k up to this many (their count is reported), else a seeded sample of this size "
         f"(default: {DEFAULT_LIMIT})",
     )
-    p.add_argument("--figures", default="figures", help="folder for the figures (default: figures)")
-    p.add_argument("--device", default="auto")
+    _common(
+        p,
+        "destruction.json (one run; several: destruction-<folder>.json) and the figures",
+        "the first RUN_DIR; destruction.json in each RUN_DIR",
+        force=True,
+        seed="the run's: the sampled combinations, calibration",
+    )
     p.set_defaults(fn=_cmd_destruction)
 
     p = sub.add_parser(
@@ -449,13 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
     p.add_argument(
-        "--subnet", required=True, help="the sub-network, e.g. 2,3,1 (depths per stage) or 0.2/0.1/0 (blocks)"
+        "--subnets",
+        "--subnet",
+        nargs="+",
+        required=True,
+        metavar="SPEC",
+        help="the sub-network(s), e.g. 2,3,1 (depths per stage) or 0.2/0.1/0 (blocks); several go to one folder each",
     )
     p.add_argument(
         "--out",
         default="",
-        help="weights file to write, *.safetensors; model.py and model.json go beside it (default: "
-        "RUN_DIR/export/subnet-<SUBNET>/model.safetensors)",
+        metavar="DIR",
+        help="folder for model.safetensors, model.py and model.json (default: RUN_DIR/export/subnet-<SPEC>)",
     )
     p.add_argument(
         "--bn",
@@ -470,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-images", type=int, default=1000, help="test images the export is checked on (default: 1000)"
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     p.set_defaults(fn=_cmd_export)
@@ -485,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
         "plot are redone).",
     )
     p.add_argument("run_dir", help="run folder written by `stimulative train`")
+    p.add_argument(
+        "--subnets",
+        nargs="+",
+        default=None,
+        metavar="SPEC",
+        help="sub-networks to measure, e.g. 1,1,1 3,2,1 (default: the sampling space, or its sample)",
+    )
     p.add_argument("--budget-ms", type=float, default=None, help="pick the most accurate sub-network at most this slow")
     p.add_argument(
         "--budget-mflops", type=float, default=None, help="pick the most accurate sub-network with at most these MFLOPs"
@@ -517,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: min)",
     )
     p.add_argument("--repeats", type=int, default=20, help="timed forward passes per sub-network (default: 20)")
-    p.add_argument("--out", default="pareto.json", help="file name inside RUN_DIR (the plot takes the same name, .png)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--out", default="", metavar="DIR", help="folder for pareto.json and pareto.png (default: RUN_DIR)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=None, help="seed of the sample of sub-networks (default: the run's)")
     p.add_argument("--force", action="store_true", help="measure again and overwrite")
     p.add_argument(
         "--threads",
@@ -538,8 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the stages and skippable blocks the adapter finds.",
     )
     p.add_argument("names", nargs="*", help="models to show (default: every registered model)")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument(
+        "--num-classes", type=int, default=10, help="classes of the classifier the models are built with (default: 10)"
+    )
+    p.add_argument(
+        "--in-chans", type=int, default=3, help="input channels the models are built with, e.g. 1 (default: 3)"
+    )
     p.add_argument(
         "--image-size",
         type=int,
@@ -553,9 +644,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _common(p: argparse.ArgumentParser, writes: str, default_out: str, force: bool, seed: str) -> None:
+    """The options every computing command spells the same way: --out, --device, --threads,
+    --seed and --force."""
+    p.add_argument("--out", default="", metavar="DIR", help=f"folder for {writes} (default: {default_out})")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
+    p.add_argument("--seed", type=int, default=None, help=f"seed (default: {seed})")
+    if force:
+        p.add_argument("--force", action="store_true", help="replace existing result files")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse; unknown flags are reported by the command's own parser, which knows its flags."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands.get(args.command, parser).unknown_flags(extras)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
+        check_device(getattr(args, "device", None))
+        check_folders(args)
+        check_out_is_folder(args)
         args.fn(args)
     except KeyboardInterrupt:
         print("stimulative: interrupted", file=sys.stderr)
@@ -563,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         if os.environ.get("STIMULATIVE_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = reword(str(e).splitlines()[0]) if str(e) else type(e).__name__
         print(f"stimulative: error: {msg}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a bug, not bad input: still one line, and a way to see more

@@ -100,7 +100,7 @@ BAD_FLAGS = [
     (["--eval-min-depths", "4,1,1"], r"--eval-min-depths '4,1,1': stage 0 has 3 blocks"),
     (["--mode", "individual"], r"name it with --subnet"),
     (["--mode", "individual", "--subnet", "1,1"], r"--subnet '1,1': sub-network 1,1 has 2 stages"),
-    (["--mode", "individual", "--subnet", "4,1,1"], r"stage 0 has no block 3"),
+    (["--mode", "individual", "--subnet", "4,1,1"], r"stage 0 has 3 blocks; 4 is too many"),
     (["--mode", "individual", "--subnet", "1,0,1"], r"block 1.0 changes the shape and cannot be skipped"),
     (["--mode", "individual", "--subnet", "x"], r"cannot parse sub-network spec 'x'"),
     (["--lr", "0"], r"--lr must be positive, got 0"),

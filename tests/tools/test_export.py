@@ -58,7 +58,7 @@ def _reference(run, spec_text: str, bn: str, images: int = 64):
 
 @pytest.mark.parametrize("bn", ["subnet", "running"])
 def test_native_export_equals_the_subnetwork_inside_the_full_model(native_run, tmp_path, bn):
-    out = tmp_path / "m" / "model.safetensors"
+    out = tmp_path / "m"  # --out is a folder: model.safetensors, model.py, model.json inside
     assert (
         cli(["export", str(native_run), "--subnet", "2,1,3", "--out", str(out), "--bn", bn, "--check-images", "64"])
         == 0
@@ -76,8 +76,7 @@ def test_native_export_equals_the_subnetwork_inside_the_full_model(native_run, t
 
 
 def test_standalone_file_runs_without_stimulative_or_timm(timm_run, tmp_path):
-    out = tmp_path / "model.safetensors"
-    assert cli(["export", str(timm_run), "--subnet", "1,1,2,1", "--out", str(out), "--check-images", "32"]) == 0
+    assert cli(["export", str(timm_run), "--subnet", "1,1,2,1", "--out", str(tmp_path), "--check-images", "32"]) == 0
     source = (tmp_path / "model.py").read_text()
     imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert all(line.split()[1].split(".")[0] in ("os", "torch", "math", "operator") for line in imports), imports
@@ -96,7 +95,7 @@ def test_standalone_file_runs_without_stimulative_or_timm(timm_run, tmp_path):
 
 def test_raw_path_subnetwork_exports_too(native_run, tmp_path):
     # the unraveled view: block 1 of stage 0 contributes its residual branch alone
-    out = tmp_path / "model.safetensors"
+    out = tmp_path
     assert (
         cli(
             [
@@ -125,19 +124,20 @@ def test_raw_path_subnetwork_exports_too(native_run, tmp_path):
 def test_export_refuses_to_overwrite_and_bad_names(native_run, tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     out.write_text("precious")
-    assert cli(["export", str(native_run), "--subnet", "1,1,1", "--out", str(out)]) == 2
+    assert cli(["export", str(native_run), "--subnet", "1,1,1", "--out", str(tmp_path)]) == 2
     assert out.read_text() == "precious"
-    assert cli(["export", str(native_run), "--subnet", "1,1,1", "--out", str(tmp_path / "model.bin")]) == 2
-    assert cli(["export", str(native_run), "--subnet", "9,9,9", "--out", str(tmp_path / "x.safetensors")]) == 2
+    # --out names a folder (issue 16: one grammar): an existing file is refused
+    assert cli(["export", str(native_run), "--subnet", "1,1,1", "--out", str(out)]) == 2
+    assert cli(["export", str(native_run), "--subnet", "9,9,9", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "safetensors" in err and "has no block" in err
-    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "x.py").exists()
+    assert "already exists" in err and "names a folder" in err and "3 blocks; 9 is too many" in err
+    assert not (tmp_path / "x" / "model.safetensors").exists() and not (tmp_path / "x" / "model.py").exists()
 
 
 def test_onnx_export_runs_and_matches(native_run, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
-    out = tmp_path / "model.safetensors"
+    out = tmp_path
     assert (
         cli(
             [
@@ -166,3 +166,21 @@ def test_adapted_run_reevaluates_and_models_shows_its_structure(timm_run, capsys
     assert [s["spec"] for s in ev["subnets"]["per_subnet"]] == ["1,1,1,1", "2,2,2,2"]
     assert cli(["models", "timm:resnet18", "--image-size", "16", "--in-chans", "1"]) == 0
     assert "stages [2, 2, 2, 2]  skippable [2, 1, 1, 1]" in capsys.readouterr().out
+
+
+def test_native_export_is_readable_pytorch_with_its_preprocessing(native_run, tmp_path):
+    # issue 16: registered families export their block classes' code, not a traced graph
+    assert cli(["export", str(native_run), "--subnet", "1,2,1", "--out", str(tmp_path), "--check-images", "32"]) == 0
+    source = (tmp_path / "model.py").read_text()
+    assert "class BasicBlock(ResidualBlock):" in source and "def _graph(" not in source
+    assert "stimulative" not in "\n".join(line for line in source.splitlines() if "import" in line)
+    code = (
+        "import sys; sys.modules['stimulative'] = None\n"
+        "import torch; from model import load\n"
+        "print(tuple(load()(torch.randn(3, 1, 8, 8)).shape))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(3, 10)"
+    pre = json.loads((tmp_path / "model.json").read_text())["preprocessing"]
+    assert pre["channels"] == 1 and pre["size"] == [8, 8] and 0.2 < pre["mean"][0] < 0.4 and pre["std"][0] > 0

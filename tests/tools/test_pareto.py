@@ -141,3 +141,13 @@ def test_pareto_run_measures_plots_and_picks(run, capsys):
     )
     assert "no sub-network fits the budget" in capsys.readouterr().err
     assert len(json.loads((run / "pareto.json").read_text())["subnets"]) == 6
+
+
+def test_pareto_takes_named_subnets_and_an_out_folder(run, tmp_path):
+    # issue 16: --subnets as in evaluate, --out a folder holding pareto.json and pareto.png
+    out = tmp_path / "p" / "q"
+    argv = ["pareto", str(run), "--subnets", "1,1,1", "3,3,3", "--repeats", "2", "--out", str(out)]
+    assert cli([*argv, "--threads", "1", "--no-progress"]) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    assert [r["spec"] for r in doc["subnets"]] == ["1,1,1", "3,3,3"]
+    assert (out / "pareto.png").stat().st_size > 0

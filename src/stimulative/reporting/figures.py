@@ -7,6 +7,8 @@ import os
 
 import matplotlib
 
+from ..core.sampling import parse_spec
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -17,16 +19,21 @@ BN_TITLES = {
     "running": "running BN statistics as trained",
     "recalibrated": "BN re-estimated per sub-network",  # results written before the protocols were named
 }
+METHOD_NAMES = {"st": "ST", "ct": "CT", "individual": "individual", "stochastic-depth": "stochastic depth"}
 BN_STYLES = {"full": ("-o", "black"), "subnet": ("-.^", "dimgray"), "running": ("--s", "gray")}
 
 
 def save_figure(fig, folder: str, name: str, legend_strip: float = 0.0) -> str:
-    """Save and close ``fig``; ``legend_strip``: a fraction of the height kept free at the
-    bottom for a figure-wide legend."""
+    """Save ``fig`` as PNG (returned) with PDF and SVG beside it (vector copies for a paper),
+    and close it; ``legend_strip``: a fraction of the height kept free at the bottom for a
+    figure-wide legend."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
     fig.tight_layout(rect=(0, legend_strip, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=200)
+    stem = os.path.splitext(path)[0]
+    for ext in (".pdf", ".svg"):
+        fig.savefig(stem + ext)
     plt.close(fig)
     return path
 
@@ -133,42 +140,55 @@ def space_size_figure(stats: dict, folder: str) -> str:
     return save_figure(fig, folder, "space_size.png")
 
 
-def destruction_figure(dest: dict, bn: str, folder: str) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+def destruction_figure(dest: dict, bn: str, folder: str, prefix: str = "") -> str:
+    fig, axes = plt.subplots(1, 3, figsize=(7, 2.8))
     methods = list(dest)
+    several = any(len(d["per_seed"]) > 1 for d in dest.values())
+    width = 0.8 / len(methods)  # side by side, however many methods
+    offsets = [(i - (len(methods) - 1) / 2) * width for i in range(len(methods))]
     first = dest[methods[0]]["per_seed"][0][bn]["delete_one"]
     labels = [e["label"] for e in first]
     xs = list(range(len(labels)))
-    for m, off in zip(methods, (-0.15, 0.15, 0.0)):
+    for m, off in zip(methods, offsets):
         seeds = dest[m]["per_seed"]
         mean = [sum(s[bn]["delete_one"][i]["drop"] for s in seeds) / len(seeds) for i in xs]
-        axes[0].bar([x + off for x in xs], mean, width=0.3, color=COLORS.get(m.split()[0], "gray"), label=m)
-    axes[0].set_xticks(xs, labels)
+        axes[0].bar([x + off for x in xs], mean, width=width, color=_method_color(m), label=m)
+    axes[0].set_xticks(xs, labels, rotation=90 if len(labels) > 12 else 0, fontsize=6 if len(labels) > 12 else 8)
     axes[0].set_xlabel("deleted block (stage.block)")
     axes[0].set_ylabel("top-1 drop (points)")
-    axes[0].set_title("(a) delete one block (mean over seeds)", fontsize=10)
-    axes[0].legend()
+    axes[0].set_title("(a) delete one block" + (" (mean over seeds)" if several else ""), fontsize=8)
+    axes[0].legend(fontsize=6)
     for ax, kind, title in (
         (axes[1], "delete_k", "(b) delete k blocks"),
         (axes[2], "permute_k", "(c) permute k blocks in a stage"),
     ):
         ks = sorted({e["k"] for e in dest[methods[0]]["per_seed"][0][bn][kind]})
-        for m, off in zip(methods, (-0.18, 0.18, 0.0)):
+        if not ks:  # e.g. --max-k 1 permutes nothing: an empty panel that says so
+            ax.text(0.5, 0.5, "none measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            ax.set_title(title, fontsize=8)
+            continue
+        for m, off in zip(methods, offsets):
             data = [[e["drop"] for s in dest[m]["per_seed"] for e in s[bn][kind] if e["k"] == k] for k in ks]
-            box = ax.boxplot(data, positions=[k + off for k in ks], widths=0.3, patch_artist=True, manage_ticks=False)
+            box = ax.boxplot(
+                data, positions=[k + off for k in ks], widths=width * 0.9, patch_artist=True, manage_ticks=False
+            )
             for patch in box["boxes"]:
-                patch.set_facecolor(COLORS.get(m.split()[0], "gray"))
+                patch.set_facecolor(_method_color(m))
                 patch.set_alpha(0.55)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("k")
         ax.set_ylabel("top-1 drop (points)")
-        ax.set_title(title + " (all seeds)", fontsize=10)
-        handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS.get(m.split()[0], "gray"), alpha=0.55) for m in methods]
-        ax.legend(handles, methods)
+        ax.set_title(title + (" (all seeds)" if several else ""), fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Destruction at test time, resnet20 on digits ({BN_TITLES[bn]})")
-    return save_figure(fig, folder, f"destruction_{bn}.png")
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"Destruction at test time ({BN_TITLES[bn]})", fontsize=9)
+    return save_figure(fig, folder, f"{prefix}destruction_{bn}.png")
+
+
+def _method_color(label: str) -> str:
+    """A method's colour from a label such as "ST s1" or "stochastic depth s0"."""
+    return next((c for name, c in COLORS.items() if label == name or label.startswith(name + " ")), "gray")
 
 
 def kl_figure(kl: dict, folder: str) -> str:
@@ -230,37 +250,52 @@ def sampling_rules_figure(rules: dict, folder: str) -> str:
 
 
 def run_figure(results: dict, folder: str) -> str:
-    """One run: every sub-network's top-1 in each BN mode, the full network as a line."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.25 * results["subnets"]["count"] + 2), 4))
-    color = COLORS.get(results["mode"].upper(), COLORS["individual"])
-    for bn in results["by_bn"]:
-        marker, solid = {"running": ("x", False)}.get(bn, ("o", True))
+    """One run: every sub-network's top-1 in each BN protocol, the full network as a line; a
+    large space (over 40 sub-networks) as one box per depth (blocks kept) instead of one tick
+    per sub-network."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    color = COLORS.get(METHOD_NAMES.get(results["mode"], ""), COLORS["individual"])
+    large = results["subnets"]["count"] > 40
+    protocols = list(results["by_bn"])
+    for i, bn in enumerate(protocols):
+        # one marker per protocol: with one colour per method, the marker tells the protocols apart
+        marker, solid = {"running": ("x", False), "subnet": ("^", True)}.get(bn, ("o", True))
         per = results["by_bn"][bn]["subnets"]["per_subnet"]
-        ax.plot(
-            range(len(per)),
-            [p["top1"] for p in per],
-            marker,
-            color=color,
-            alpha=0.9 if solid else 0.5,
-            label=f"sub-networks, {BN_TITLES[bn]}",
-        )
-        ax.axhline(
-            results["by_bn"][bn]["main"]["top1"],
-            color=color,
-            linestyle="-" if solid else ":",
-            label=f"full network, {bn} BN",
-        )
-    per = results["subnets"]["per_subnet"]
-    step = max(1, len(per) // 30)
-    ax.set_xticks(range(0, len(per), step), [p["spec"] for p in per][::step], rotation=90, fontsize=7)
-    ax.set_xlabel("sub-network")
+        if large:
+            _depth_boxes(ax, per, i, len(protocols), BN_STYLES.get(bn, ("", "gray"))[1])
+        else:
+            ax.plot(range(len(per)), [p["top1"] for p in per], marker, color=color, alpha=0.9 if solid else 0.5,
+                    label=f"sub-networks, {bn} BN")  # fmt: skip
+        ax.axhline(results["by_bn"][bn]["main"]["top1"], color=BN_STYLES.get(bn, ("", color))[1],
+                   linestyle="-" if solid else ":", label=f"full network, {bn} BN")  # fmt: skip
+    if large:
+        ax.set_xlabel("blocks kept (boxes, left to right: " + ", ".join(protocols) + " BN)")
+    else:
+        per = results["subnets"]["per_subnet"]
+        ax.set_xticks(range(len(per)), [p["spec"] for p in per], rotation=90, fontsize=6)
+        ax.set_xlabel("sub-network")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(
-        f"{results['mode'].upper()} {results['model']} on {results['dataset']}, seed {results['seed']}", fontsize=10
+        f"{results['mode'].upper()} {results['model']} on {results['dataset']}, seed {results['seed']}", fontsize=9
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, folder, "subnets.png")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=6, loc="lower center", ncol=3, frameon=False)
+    return save_figure(fig, folder, "subnets.png", legend_strip=0.16)
+
+
+def _depth_boxes(ax, per: list[dict], index: int, count: int, color: str) -> None:
+    """One box per number of kept blocks, shifted by ``index`` of ``count`` protocols."""
+    groups: dict[int, list[float]] = {}
+    for p in per:
+        groups.setdefault(len(parse_spec(p["spec"]).flat()), []).append(p["top1"])
+    depths = sorted(groups)
+    width = 0.8 / count
+    box = ax.boxplot([groups[d] for d in depths], positions=[d + (index - (count - 1) / 2) * width for d in depths],
+                     widths=width * 0.9, patch_artist=True, manage_ticks=False, showfliers=False)  # fmt: skip
+    for patch in box["boxes"]:
+        patch.set_facecolor(color)
+        patch.set_alpha(0.5)
+    ax.set_xticks(depths, [str(d) for d in depths], fontsize=7)
 
 
 def _destruction_modes(dest: dict) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ..analysis.evidence import cells_table, differences_table
 from ..analysis.stats import fmt
 from ..runtime.files import read_json, write_text
+from .compare import comparison_figures, comparison_table, load_runs, seed_means_table
 from .evidence_text import conclusion_markdown
 from .figures import BN_TITLES, run_figure
 from .markdown import markdown_table
@@ -75,12 +76,22 @@ class Doc:
                 out.append(f"<table><tr>{head}</tr>{body}</table>")
             else:
                 with open(b[1], "rb") as fh:
-                    data = base64.b64encode(fh.read()).decode()
+                    raw = fh.read()
+                data = base64.b64encode(raw).decode()
                 out.append(
-                    f"<figure><img src='data:image/png;base64,{data}' "
+                    f"<figure><img src='data:image/png;base64,{data}' {_display_width(raw)}"
                     f"alt='{html.escape(b[2])}'><figcaption>{html.escape(b[2])}</figcaption></figure>"
                 )
         return "\n".join(out) + "</body></html>\n"
+
+
+def _display_width(png: bytes) -> str:
+    """A width attribute showing a figure near its paper size (figures are saved at 200 dpi;
+    a 7-inch double column is shown 770 pixels wide), so a single-column figure is not blown
+    up to the page width; empty for a file that is not a PNG."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        return ""
+    return f"width='{int.from_bytes(png[16:20], 'big') * 110 // 200}' "
 
 
 def _run_section(doc: Doc, run_dir: str) -> None:
@@ -104,7 +115,7 @@ def _run_section(doc: Doc, run_dir: str) -> None:
             ]
         )
     doc.table(["BN statistics", "full top-1", "sub-networks", "mean", "std", "min", "max"], rows)
-    doc.image(run_figure(r, os.path.join(run_dir, "figures")), "Top-1 of every evaluated sub-network, both BN modes")
+    doc.image(run_figure(r, os.path.join(run_dir, "figures")), "Top-1 of every evaluated sub-network, each BN protocol")
 
 
 def _study_section(doc: Doc, study_dir: str) -> None:
@@ -250,10 +261,31 @@ def _bn_story(stats: dict) -> str:
     )
 
 
+def _comparison_section(doc: Doc, run_dirs: list[str], folder: str) -> None:
+    """Runs given together, side by side: one table, one overlaid figure per question."""
+    runs = load_runs(run_dirs)
+    doc.h(2, f"Comparison of {len(runs)} runs")
+    doc.p(
+        "Top-1 (%) of the full network and mean, std and worst (min) of the evaluated sub-networks, per BN "
+        "protocol (full: the full network's statistics; subnet: re-estimated per sub-network; running: as trained)."
+    )
+    doc.table(*comparison_table(runs))
+    means = seed_means_table(runs)
+    if means:
+        doc.h(3, "Mean ± std over seeds")
+        doc.table(*means)
+    for path, caption in comparison_figures(runs, folder):
+        doc.image(path, caption)
+
+
 def write_report(dirs: list[str], out: str = "report.md") -> str:
-    """Write ``out`` (Markdown) and the same report as single-file HTML beside it."""
+    """Write ``out`` (Markdown) and the same report as single-file HTML beside it; finished
+    runs given together are also compared in one table and overlaid figures."""
     doc = Doc()
     doc.h(1, "stimulative report")
+    run_dirs = [d for d in dirs if _kind(d) == "run"]
+    if len(run_dirs) > 1:
+        _comparison_section(doc, run_dirs, os.path.join(os.path.dirname(os.path.abspath(out)), "figures"))
     for d in dirs:
         if os.path.exists(os.path.join(d, "analyses", "study.json")):
             _study_section(doc, d)
@@ -269,3 +301,11 @@ def write_report(dirs: list[str], out: str = "report.md") -> str:
     write_text(out, doc.markdown(os.path.dirname(os.path.abspath(out))))
     write_text(os.path.splitext(out)[0] + ".html", doc.html("stimulative report"))
     return out
+
+
+def _kind(folder: str) -> str:
+    if os.path.exists(os.path.join(folder, "analyses", "study.json")):
+        return "study"
+    if os.path.exists(os.path.join(folder, "evidence.json")):
+        return "sweep"
+    return "run" if os.path.exists(os.path.join(folder, "results.json")) else "unknown"

@@ -39,7 +39,9 @@ def train_split_results(study_dir: str, name: str, seeds: list[int]) -> list[dic
         cached = read_json_or_none(os.path.join(run_dir, TRAIN_EVALUATION))
         if cached is None:
             with contextlib.redirect_stdout(io.StringIO()):  # its summary table: the study reports instead
-                cached = reevaluate(run_dir, bn="all", out=TRAIN_EVALUATION, split="train", progress=False)
+                cached = reevaluate(
+                    run_dir, bn="all", out=os.path.join(run_dir, TRAIN_EVALUATION), split="train", progress=False
+                )
         out.append(cached)
     return out
 

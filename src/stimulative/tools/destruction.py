@@ -11,26 +11,34 @@ from ..training.run_dir import RunDir
 
 
 def destruction_of_run(
-    run_dir: str, device: str = "cpu", max_k: int = 4, limit: int = DEFAULT_LIMIT, write: bool = True
+    run_dir: str,
+    device: str = "cpu",
+    max_k: int = 4,
+    limit: int = DEFAULT_LIMIT,
+    write: bool = True,
+    seed: int | None = None,
+    out: str = "",
 ) -> dict:
     """``{bn: result}`` for the three BN protocols (see :func:`run_destruction`); with ``write`` the
-    result replaces ``RUN/destruction.json``."""
+    result replaces ``out`` (default ``RUN/destruction.json``, where the report looks). ``seed``
+    (default: the run's) draws the sampled combinations and the calibration images."""
     run = RunDir(run_dir)
     loaded = run.load(device)
     cfg, data = loaded.cfg, loaded.data
-    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed)
+    seed = cfg.seed if seed is None else seed
+    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, seed)
     batches = lambda: data.eval_batches(data.test, cfg.eval_batch_size)  # noqa: E731
     # the training space and sampler say which blocks training never skips
     space = build_space(loaded.model.architecture, cfg.min_depths)
     result = {
         bn: run_destruction(
-            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, cfg.seed,
+            loaded.model, batches, calibration if needs_calibration(bn) else [], bn, max_k, limit, seed,
             space=space, sampler=cfg.sampler,
         )
         for bn in BN_PROTOCOLS
     }  # fmt: skip
     if write:
-        write_json(run.file(RunDir.DESTRUCTION), result)
+        write_json(out or run.file(RunDir.DESTRUCTION), result)
     return result
 
 

@@ -45,6 +45,8 @@ from ..runtime.measure import count_params, forward_flops
 from ..training.config import TrainConfig
 from ..training.run_dir import RunDir
 from .pareto import SubnetModule
+from .preprocessing import preprocessing
+from .readable_source import NotReadable, readable_source
 
 EXPORT_BN = BN_PROTOCOLS
 
@@ -99,6 +101,21 @@ _IMPORTS = {
     "nan": "from math import nan",
     "NoneType": "NoneType = type(None)",
 }
+
+
+def module_file(
+    sub: SubnetModule, program: torch.export.ExportedProgram, doc: str, weights_name: str, adapted: bool
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """``model.py``'s source and the tensors it loads: plain PyTorch modules a person can read
+    for the registered families, the traced graph for adapted (timm:/torchvision:) models and
+    anything the readable writer does not know."""
+    if not adapted:
+        try:
+            source = readable_source(sub, doc, weights_name)
+        except NotReadable:
+            return standalone_source(program, doc, weights_name)
+        return source, {k: v.detach().cpu().contiguous().clone() for k, v in sub.state_dict().items()}
+    return standalone_source(program, doc, weights_name)
 
 
 def standalone_source(
@@ -257,7 +274,7 @@ def export_run(
     example = test_x[0][:2]
     program, dynamic = export_program(sub, example)
     doc = _module_doc(spec, cfg, model, data.image_size, meta, run_dir, bn, None if dynamic else len(example))
-    source, tensors = standalone_source(program, doc, os.path.basename(paths["weights"]))
+    source, tensors = module_file(sub, program, doc, os.path.basename(paths["weights"]), ":" in cfg.model)
 
     with _staged(paths) as tmp:
         save_file(
@@ -275,6 +292,7 @@ def export_run(
             "bn": bn,
             **_sizes(model, sub, spec, example[:1]),
             "input": [meta["in_chans"], data.image_size, data.image_size],
+            "preprocessing": preprocessing(cfg, meta["in_chans"], data.image_size),
             "num_classes": meta["num_classes"],
             "dynamic_batch": dynamic,
             "check": check,

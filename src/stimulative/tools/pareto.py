@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..core.batchnorm import bn_protocol, needs_calibration
 from ..core.elastic import ElasticNet
-from ..core.sampling import BRANCH, Architecture, SubnetSpec, parse_spec, select_subnets
+from ..core.sampling import BRANCH, Architecture, SamplingSpace, SubnetSpec, parse_spec, select_subnets
 from ..core.spaces import build_space
 from ..data import DataSource
 from ..evaluation.scores import evaluate_subnets
@@ -153,9 +153,12 @@ def pareto_run(
     force: bool = False,
     progress: bool = True,
     latency_stat: str = "min",
+    seed: int | None = None,
+    subnets: list[str] | None = None,
 ) -> dict:
     """Measure every sub-network of a run (or reuse ``out`` if it holds the same
-    measurement), plot, and pick under the budget. Returns the written document."""
+    measurement), plot, and pick under the budget. Returns the written document. ``out`` is a
+    file name inside the run folder or a path; ``seed`` (default: the run's) draws the sample."""
     _check_options(bn, out, latency_stat)
     path = os.path.join(run_dir, out)
     plot_path = path[: -len(".json")] + ".png"
@@ -163,7 +166,7 @@ def pareto_run(
     model.eval()
     arch = model.architecture
     space = build_space(arch, cfg.min_depths if min_depths is None else min_depths)
-    specs = select_subnets(space, arch, max_subnets or cfg.eval_subnets, cfg.seed)
+    specs = _chosen_subnets(space, arch, subnets, max_subnets or cfg.eval_subnets, cfg.seed if seed is None else seed)
     settings = {
         "bn": bn,
         "latency_batch": latency_batch,
@@ -191,6 +194,18 @@ def pareto_run(
     if failed is not None:
         raise failed
     return doc
+
+
+def _chosen_subnets(
+    space: SamplingSpace, arch: Architecture, subnets: list[str] | None, count: int, seed: int
+) -> list[SubnetSpec]:
+    """The named sub-networks, else the space's (a seeded sample of ``count`` if larger)."""
+    if not subnets:
+        return select_subnets(space, arch, count, seed)
+    specs = [parse_spec(text) for text in subnets]
+    for spec in specs:
+        arch.validate(spec)
+    return specs
 
 
 def _reusable_rows(path: str, settings: dict, force: bool) -> list[dict] | None:
@@ -226,8 +241,8 @@ def _check_options(bn: str, out: str, latency_stat: str) -> None:
     if latency_stat not in ("median", "min"):
         raise ValueError(f"unknown latency statistic {latency_stat!r}; choose from median, min")
     bn_protocol(bn)
-    if os.path.basename(out) != out or not out.endswith(".json") or out in RunDir.OWN_FILES:
-        raise ValueError(f"--out {out!r}: give a new .json file name inside the run folder")
+    if not out.endswith(".json") or (os.path.basename(out) == out and out in RunDir.OWN_FILES):
+        raise ValueError(f"--out {out!r}: give a new .json file name")
 
 
 def _top1_scores(

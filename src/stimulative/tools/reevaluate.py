@@ -17,13 +17,19 @@ def reevaluate(
     bn: str = "all",
     max_subnets: int | None = None,
     min_depths: str | None = None,
-    out: str = RunDir.EVALUATION,
+    out: str = "",
     device: str = "auto",
     progress: bool = True,
+    seed: int | None = None,
     split: str = "test",
 ) -> dict:
-    """Evaluate the run's final weights again and write ``RUN/out``; ``split``: test, val, or
-    train (the training images: Eq. 4 is stated for training losses)."""
+    """Evaluate the run's checkpoint again and write ``out`` (a path; default
+    ``RUN_DIR/evaluation.json``); ``seed`` (default: the run's) draws the sample of sub-networks
+    and the calibration images; ``split``: test, val, or train (the training images: Eq. 4 is
+    stated for training losses)."""
+    out = os.path.abspath(out or os.path.join(run_dir, RunDir.EVALUATION))
+    if os.path.dirname(out) == os.path.abspath(run_dir) and os.path.basename(out) in RunDir.OWN_FILES:
+        raise ValueError(f"--out {out!r}: training's own file; give another folder")
     run = RunDir(run_dir).load(device)
     model, cfg = run.model, run.cfg
     cfg = dataclasses.replace(
@@ -32,16 +38,15 @@ def reevaluate(
         progress=progress,
         eval_subnets=max_subnets or cfg.eval_subnets,
         eval_min_depths=cfg.eval_min_depths if min_depths is None else min_depths,
+        seed=cfg.seed if seed is None else seed,
     )
     specs = None
     if subnets:
         specs = [parse_spec(s) for s in subnets]
         for s in specs:
             model.architecture.validate(s)
-    if os.path.basename(out) != out or out in RunDir.OWN_FILES:
-        raise ValueError(f"--out {out!r}: give a new file name inside the run folder")
     space = build_space(model.architecture, cfg.min_depths)
     results = finish(model, run.data, cfg, run.device, space, run.meta["train_seconds"], out, specs, split=split)
     print_summary(results)
-    print(f"written {os.path.join(run_dir, out)}")
+    print(f"written {out}")
     return results
