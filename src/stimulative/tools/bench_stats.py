@@ -61,8 +61,10 @@ def paired_ratio(num: Sequence[float], den: Sequence[float], seed: int = 0) -> R
 
 
 def verdict(r: Ratio, target: float, higher_is_better: bool) -> str:
-    """"met" / "missed" when the whole interval is on one side of the target, else "undecided"."""
-    good_low, good_high = (r.low >= target, r.high >= target) if higher_is_better else (r.high <= target, r.low <= target)
+    """ "met" / "missed" when the whole interval is on one side of the target, else "undecided"."""
+    good_low, good_high = (
+        (r.low >= target, r.high >= target) if higher_is_better else (r.high <= target, r.low <= target)
+    )
     if good_low and good_high:
         return "met"
     if not good_low and not good_high:
