@@ -169,12 +169,13 @@ def bench_trainer(
     time_cap: float,
     log: Callable[[str], None],
     run: Callable[[str], dict] | None = None,
+    flop_ratio: float | None = None,
 ) -> dict:
     """Trainer CT, bare loop, trainer ST, interleaved, repeated until the ratios' intervals are
     within 5 % or ``time_cap`` seconds have passed. ``run(kind)``: one run of ``"ct"``,
-    ``"st"`` or ``"bare"`` (default: the real ones; tests pass a fake)."""
+    ``"st"`` or ``"bare"`` (default: the real ones; tests pass a fake, and the FLOP ratio)."""
     run = run or (lambda kind: bare_loop(work, device) if kind == "bare" else run_trainer(work, kind, device))
-    flop_ratio = trainer_flop_ratio(work)
+    flop_ratio = flop_ratio or trainer_flop_ratio(work)
     run("bare"), run("ct")  # warm-up (first-use costs: imports, allocator, oneDNN kernels)
     runs: dict[str, list[dict]] = {"ct": [], "bare": [], "st": []}
 
