@@ -309,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast of the training steps")
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
     p.add_argument(
-        "--compile-mode", default="", metavar="MODE", help="torch.compile the model with this mode (e.g. default)"
+        "--compile-mode",
+        default="",
+        metavar="MODE",
+        help="torch.compile the stem, head and each block as `train --compile` does, with this mode (default, "
+        "reduce-overhead, max-autotune)",
     )
     p.set_defaults(fn=_cmd_bench)
 

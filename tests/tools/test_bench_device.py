@@ -39,3 +39,15 @@ def test_a_bf16_channels_last_bench_runs_and_says_so() -> None:
     out = run_bench(cfg, log=lambda s: None)
     assert out["options"]["amp"] == "bf16" and out["options"]["channels_last"] is True
     assert out["models"]["resnet20"]["repeats"]["rounds"] == 3
+
+
+def test_compile_mode_compiles_block_by_block_as_training_does(monkeypatch) -> None:
+    import stimulative.tools.bench as bench
+
+    calls = []
+    monkeypatch.setattr(bench, "compile_blocks", lambda model, mode=None: calls.append(mode))
+    prepare_model("resnet20", BenchConfig(models=["resnet20"]), torch.device("cpu"))
+    assert calls == []
+    prepare_model("resnet20", BenchConfig(models=["resnet20"], compile_mode="default"), torch.device("cpu"))
+    prepare_model("resnet20", BenchConfig(models=["resnet20"], compile_mode="max-autotune"), torch.device("cpu"))
+    assert calls == [None, "max-autotune"]

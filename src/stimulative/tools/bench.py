@@ -65,6 +65,8 @@ from ..evaluation.walk import SubnetWalk, subnet_bn
 from ..models import create_model
 from ..runtime.files import write_json
 from ..runtime.measure import count_flops, peak_memory, timer_kind, wall
+from ..training.accelerate import compile_blocks
+from ..training.accelerate import prepare_model as prepare_for_speed
 from ..training.steps import low_memory_step, training_step
 from .bench_eval_parts import eval_parts
 from .bench_stats import MIN_PAIRS, Ratio, median, paired_ratio, repeat_until_precise, verdict
@@ -618,14 +620,14 @@ def repeated(measure: Callable[[], dict], time_cap: float, seed: int) -> dict:
 
 
 def prepare_model(name: str, cfg: BenchConfig, device: torch.device) -> ElasticNet:
-    """The model on the device in the memory format asked for, compiled in place if asked
-    (``Module.compile`` keeps the :class:`ElasticNet` the bench needs)."""
+    """The model on the device in the memory format asked for and compiled as training
+    compiles it (``--compile``: stem, head and each block on its own, so a new sub-network
+    does not recompile; a whole-network graph would bake one sub-network in)."""
     torch.manual_seed(cfg.seed)
     model = create_model(name, num_classes=cfg.num_classes).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_for_speed(model, cfg.channels_last, compile=False)
     if cfg.compile_mode:
-        model.compile(mode=cfg.compile_mode)
+        compile_blocks(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     return model
 
 
