@@ -371,23 +371,16 @@ def _time_steps(
             times[c].append(got[c])
         log(f"  round {p + 1}: CT {got[('ct', 0)]:.3f} s over {sizes.draws} steps")
 
-    start = time.perf_counter()
-    rounds = 0
-
-    def enough_rounds() -> None:
-        nonlocal rounds
+    for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
         one_round()
-        rounds += 1
-
-    for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # the minimum beyond the stopping rule's own
-        enough_rounds()
+    start = time.perf_counter()
     stop = repeat_until_precise(
-        enough_rounds,
+        one_round,
         lambda: list(step_comparisons(times, seed).values()),
         lambda: time.perf_counter() - start,
         time_cap,
     )
-    stop["rounds"] = rounds
+    stop["rounds"] = len(times[configs[0]])  # all rounds, the minimum's included
     return times, stop
 
 
