@@ -151,6 +151,11 @@ def _cmd_bench(args: argparse.Namespace) -> None:
             threads=args.threads,
             skip_eval=args.skip_eval,
             out=args.out,
+            time_cap=args.time_cap,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            compile_mode=args.compile_mode,
+            trainer=not args.skip_trainer,
         )
     )
 
@@ -353,6 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     p.add_argument(
         "--skip-eval", action="store_true", help="measure the training steps only (parts a, b and their memory)"
+    )
+    p.add_argument(
+        "--skip-trainer", action="store_true", help="leave out part e (the real trainer against a bare loop)"
+    )
+    p.add_argument(
+        "--time-cap",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="per comparison: stop repeating at this many seconds even if the ratio's 95%% interval is wider "
+        "than +-5%% (default: 60, with --quick 10)",
+    )
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast of the training steps")
+    p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
+    p.add_argument(
+        "--compile-mode",
+        default="",
+        metavar="MODE",
+        help="torch.compile the stem, head and each block as `train --compile` does, with this mode (default, "
+        "reduce-overhead, max-autotune)",
     )
     p.set_defaults(fn=_cmd_bench)
 

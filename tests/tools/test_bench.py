@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from stimulative.cli import main as cli_main
+from stimulative.core.batchnorm import frozen_bn_stats
 from stimulative.core.sampling import parse_spec
 from stimulative.models import create_model
 from stimulative.runtime.measure import count_flops, peak_memory
-from stimulative.tools.bench import BenchConfig, Sizes, format_table, run_bench
+from stimulative.tools.bench import BenchConfig, Sizes, _ratio, format_table, run_bench
+from stimulative.tools.bench_stats import paired_ratio, verdict
 
 TINY = Sizes(batch=4, image=8, eval_images=6, calib_images=5, draws=2, passes=1)
 
@@ -33,7 +35,8 @@ def test_count_flops_and_peak_memory() -> None:
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    return run_bench(BenchConfig(models=["resnet20"], sizes={"resnet20": TINY}), log=lambda s: None)
+    cfg = BenchConfig(models=["resnet20"], sizes={"resnet20": TINY}, time_cap=0.01, trainer=False)
+    return run_bench(cfg, log=lambda s: None)
 
 
 def test_flops_match_an_independent_count(results) -> None:
@@ -45,7 +48,8 @@ def test_flops_match_an_independent_count(results) -> None:
     x, y = torch.randn(TINY.batch, 3, TINY.image, TINY.image), torch.randint(10, (TINY.batch,))
 
     def forward_backward(spec=None) -> int:
-        return count_flops(lambda: F.cross_entropy(model(x, spec), y).backward())
+        with frozen_bn_stats(model):  # a sub-network's pass in train mode must not touch the running statistics
+            return count_flops(lambda: F.cross_entropy(model(x, spec), y).backward())
 
     ct = forward_backward()
     assert e["flops_per_step"]["ct"] == ct
@@ -59,25 +63,53 @@ def test_flops_match_an_independent_count(results) -> None:
 
 
 def test_ratios_are_those_of_the_measurements(results) -> None:
+    """Each ratio is the median of the per-round ratios of the recorded (paired) timings; the
+    wall/FLOPs ratio is it over the FLOP ratio, its interval scaled alike."""
     e = results["models"]["resnet20"]
-    seconds, flops = e["per_step_seconds"], e["flops_per_step"]
+    rounds, flops = e["round_seconds"], e["flops_per_step"]
+    assert e["repeats"]["rounds"] == len(rounds["ct"]) >= 3 and e["repeats"]["stopped_by"] == "time_cap"
+    assert all(len(v) == len(rounds["ct"]) for v in rounds.values())
     for n in ("1", "6"):
-        assert e["st_over_ct_wall"][n] == pytest.approx(seconds[f"st{n}"] / seconds["ct"])
+        st_ct = paired_ratio(rounds[f"st{n}"], rounds["ct"])
+        assert e["st_over_ct_wall"][n] == st_ct.value
         assert e["st_over_ct_flops"][n] == pytest.approx(flops[f"st{n}"] / flops["ct"])
-        assert e["wall_over_flops"][n] == pytest.approx(e["st_over_ct_wall"][n] / e["st_over_ct_flops"][n])
-        assert e["vs_reference_speedup"][n] == pytest.approx(seconds[f"reference{n}"] / seconds[f"st{n}"])
+        assert e["wall_over_flops"][n] == pytest.approx(st_ct.value / e["st_over_ct_flops"][n])
+        iv = e["intervals"][f"wall_over_flops{n}"]
+        assert iv["low"] == pytest.approx(st_ct.low / e["st_over_ct_flops"][n])
+        assert e["vs_reference_speedup"][n] == paired_ratio(rounds[f"reference{n}"], rounds[f"st{n}"]).value
         assert e["vs_reference_flop_saving"][n] == pytest.approx(flops[f"reference{n}"] / flops[f"st{n}"])
-        assert e["low_memory_wall_over_flops"][n] == pytest.approx(
-            seconds[f"low{n}"] / seconds["ct"] / e["st_over_ct_flops"][n]
-        )
-        assert e["targets_met"][f"wall_over_flops_{n}"] == (e["wall_over_flops"][n] <= 1.10)
-    ev = e["eval"]["recalibrated"]
-    assert e["shared_eval_speedup"] == pytest.approx(ev["naive_seconds"] / ev["shared_seconds"])
-    assert ev["calibration_speedup"] == pytest.approx(
-        ev["naive_calibration_seconds"] / ev["shared_calibration_seconds"]
-    )
+        assert e["verdicts"][f"wall_over_flops_{n}"] == verdict(_ratio(iv), 1.10, higher_is_better=False)
+        assert e["targets_met"][f"wall_over_flops_{n}"] == (e["verdicts"][f"wall_over_flops_{n}"] == "met")
+    ev = e["eval"]["subnet"]
+    assert e["shared_eval_speedup"] == ev["speedup"] == ev["speedup_interval"]["value"]
+    assert ev["speedup_interval"]["pairs"] == ev["repeats"]["rounds"] >= 3
     table = format_table(results)
     assert f"{e['st_over_ct_flops']['1']:.2f}/{e['st_over_ct_flops']['6']:.2f}" in table
+    assert "of limit" in table
+
+
+def test_the_faster_default_step_follows_its_interval(results) -> None:
+    e = results["models"]["resnet20"]
+    iv = e["intervals"]["low6_over_st6"]
+    expected = "joint" if iv["low"] > 1 else "low_memory" if iv["high"] < 1 else "undecided"
+    assert iv["low"] <= iv["value"] <= iv["high"]
+    assert e["faster_step_6"] == expected
+
+
+def test_evaluation_against_its_block_run_limit(results) -> None:
+    ev = results["models"]["resnet20"]["eval"]
+    runs = ev["block_runs"]
+    for bn in ("subnet", "running"):
+        lim = ev["limit"][bn]
+        assert lim["block_run_limit"] == runs["naive"] / runs["shared"]
+        assert lim["achieved_speedup"] == ev[bn]["speedup"]
+        assert lim["fraction_of_limit"] == pytest.approx(ev[bn]["speedup"] / lim["block_run_limit"])
+        parts = lim["shared_seconds_parts"]
+        # the parts add up to the shared walk's seconds (the remainder is what is left)
+        assert sum(parts.values()) == pytest.approx(ev[bn]["shared_seconds"])
+        naive = lim["naive_seconds_parts_estimate"]
+        assert naive["head"] == parts["head"] and naive["blocks_estimate"] > parts["blocks_estimate"]
+    assert ev["limit"]["running"]["shared_seconds_parts"]["reestimation"] == 0.0
 
 
 def test_gradients_logits_and_memory(results) -> None:
@@ -98,9 +130,11 @@ def test_gradients_logits_and_memory(results) -> None:
 
 def test_bench_command_writes_json_and_refuses_to_overwrite(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
-    assert cli_main(["bench", "--quick", "--models", "resnet20", "--skip-eval", "--out", str(out)]) == 0
+    args = ["--models", "resnet20", "--skip-eval", "--skip-trainer", "--time-cap", "0.01", "--out", str(out)]
+    assert cli_main(["bench", "--quick", *args]) == 0
     data = json.loads(out.read_text())
-    assert data["quick"] is True and "resnet20" in data["models"]
+    assert data["quick"] is True and "resnet20" in data["models"] and "trainer" not in data
+    assert data["options"]["time_cap_seconds"] == 0.01 and data["options"]["timer"] == "perf_counter"
     assert "ST/CT wall" in capsys.readouterr().out
     assert cli_main(["bench", "--quick", "--models", "resnet20", "--out", str(out)]) == 2
     assert cli_main(["bench", "--models", "nope"]) == 2

@@ -18,13 +18,31 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timer_kind(device: torch.device) -> str:
+    """How :func:`wall` times on ``device``: CUDA events on a GPU (the time the GPU spent,
+    without the host's launch jitter), the host clock otherwise."""
+    return "cuda_events" if device.type == "cuda" else "perf_counter"
+
+
 def wall(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds taken by ``fn()`` (the device is synchronised before and after)."""
+    if timer_kind(device) == "cuda_events":
+        return _cuda_event_seconds(fn, device)
     synchronize(device)
     t = time.perf_counter()
     fn()
     synchronize(device)
     return time.perf_counter() - t
+
+
+def _cuda_event_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1000.0  # milliseconds
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -1,0 +1,98 @@
+"""Ratios of paired timings with a bootstrap interval, the verdict of a target by that
+interval, and the rule for when to stop repeating. Pure (no clocks, no torch): the bench
+feeds it timings, the tests feed it synthetic ones.
+
+Timings are *paired*: the i-th timing of A and the i-th of B were taken back to back, so a
+slow spell of the machine hits both and cancels in their ratio. The interval is a seeded
+percentile bootstrap of the median of the per-pair ratios (the median: one pair hit by a
+hiccup moves it little).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+REL_HALF_WIDTH = 0.05  # stop when the interval's half-width is within 5 % of the ratio
+MIN_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """The median per-pair ratio and its bootstrap interval ``[low, high]``."""
+
+    value: float
+    low: float
+    high: float
+    pairs: int
+
+    @property
+    def rel_half_width(self) -> float:
+        return (self.high - self.low) / 2 / self.value if self.value else float("inf")
+
+    def scaled(self, by: float) -> Ratio:
+        """The ratio divided by a constant (e.g. wall ratio / FLOP ratio): the interval scales too."""
+        return Ratio(self.value / by, self.low / by, self.high / by, self.pairs)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rel_half_width": self.rel_half_width}
+
+
+def median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    m = len(s) // 2
+    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float], seed: int = 0) -> Ratio:
+    """Median of ``num[i] / den[i]`` with a seeded percentile-bootstrap interval."""
+    if len(num) != len(den) or not num:
+        raise ValueError("paired_ratio needs two equally long, non-empty lists of timings")
+    ratios = [a / b for a, b in zip(num, den)]
+    rng = random.Random(seed)  # own generator: reproducible, and no effect on anyone's global state
+    boot = sorted(median(rng.choices(ratios, k=len(ratios))) for _ in range(RESAMPLES))
+    tail = (1 - CONFIDENCE) / 2
+    low = boot[int(tail * (RESAMPLES - 1))]
+    high = boot[int((1 - tail) * (RESAMPLES - 1))]
+    return Ratio(median(ratios), low, high, len(ratios))
+
+
+def verdict(r: Ratio, target: float, higher_is_better: bool) -> str:
+    """ "met" / "missed" when the whole interval is on one side of the target, else "undecided"."""
+    good_low, good_high = (
+        (r.low >= target, r.high >= target) if higher_is_better else (r.high <= target, r.low <= target)
+    )
+    if good_low and good_high:
+        return "met"
+    if not good_low and not good_high:
+        return "missed"
+    return "undecided"
+
+
+def precise_enough(ratios: Sequence[Ratio], rel_half_width: float = REL_HALF_WIDTH) -> bool:
+    return all(r.pairs >= MIN_PAIRS and r.rel_half_width <= rel_half_width for r in ratios)
+
+
+def repeat_until_precise(
+    one_round: Callable[[], None],
+    current: Callable[[], Sequence[Ratio]],
+    elapsed: Callable[[], float],
+    time_cap: float,
+    max_rounds: int = 1000,
+) -> dict:
+    """Run ``one_round()`` (one timing of every configuration, interleaved) until every ratio
+    of ``current()`` is within :data:`REL_HALF_WIDTH` or ``elapsed()`` passes ``time_cap``
+    (at least :data:`MIN_PAIRS` rounds). Returns why it stopped and after how many rounds."""
+    rounds = 0
+    while True:
+        one_round()
+        rounds += 1
+        if rounds >= MIN_PAIRS and precise_enough(current()):
+            return {"rounds": rounds, "stopped_by": "precision"}
+        if rounds >= MIN_PAIRS and elapsed() >= time_cap:
+            return {"rounds": rounds, "stopped_by": "time_cap"}
+        if rounds >= max_rounds:
+            return {"rounds": rounds, "stopped_by": "max_rounds"}

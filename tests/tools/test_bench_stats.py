@@ -1,0 +1,76 @@
+"""The bench's statistics on synthetic timings (no clock is read)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stimulative.tools.bench_stats import Ratio, paired_ratio, repeat_until_precise, verdict
+
+
+def noisy(base: float, noise: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [base * (1 + rng.uniform(-noise, noise)) for _ in range(n)]
+
+
+def test_a_clear_win_is_met_and_a_clear_loss_missed() -> None:
+    r = paired_ratio(noisy(0.9, 0.01, 20, 1), noisy(1.0, 0.01, 20, 2))
+    assert 0.85 < r.low <= r.value <= r.high < 0.95
+    assert verdict(r, 1.0, higher_is_better=False) == "met"
+    assert verdict(r, 1.0, higher_is_better=True) == "missed"
+    assert verdict(r, 0.8, higher_is_better=True) == "met"
+
+
+def test_an_interval_straddling_the_target_is_undecided() -> None:
+    r = Ratio(value=1.0, low=0.95, high=1.05, pairs=10)
+    assert verdict(r, 1.0, higher_is_better=True) == "undecided"
+    assert verdict(r, 1.0, higher_is_better=False) == "undecided"
+    assert verdict(r, 1.1, higher_is_better=False) == "met"
+
+
+def test_pairing_cancels_a_shared_slow_spell() -> None:
+    """Every pair slowed by the same factor (the machine's load) leaves the ratio exact."""
+    load = [1, 3, 1, 10, 2, 1]
+    r = paired_ratio([2.0 * f for f in load], [1.0 * f for f in load])
+    assert (r.low, r.value, r.high) == (2.0, 2.0, 2.0)
+
+
+def test_bootstrap_is_seeded_and_reproducible() -> None:
+    a, b = noisy(1.0, 0.3, 15, 3), noisy(1.0, 0.3, 15, 4)
+    random.seed(123)
+    expected_next = random.random()
+    random.seed(123)
+    first = paired_ratio(a, b, seed=7)
+    assert random.random() == expected_next  # its own generator: the global one is untouched
+    assert paired_ratio(a, b, seed=7) == first
+    assert first.low < first.value < first.high
+
+
+def test_paired_ratio_rejects_unpaired_timings() -> None:
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def run_rule(noise: float, cap: float) -> dict:
+    """The stopping rule on a fake clock: each round costs one second."""
+    a, b, clock = [], [], [0.0]
+    rng = random.Random(0)
+
+    def one_round() -> None:
+        a.append(1.5 * (1 + rng.uniform(-noise, noise)))
+        b.append(1.0 * (1 + rng.uniform(-noise, noise)))
+        clock[0] += 1.0
+
+    out = repeat_until_precise(one_round, lambda: [paired_ratio(a, b)], lambda: clock[0], cap)
+    return {**out, "pairs": len(a)}
+
+
+def test_low_noise_stops_early_on_precision() -> None:
+    out = run_rule(noise=0.005, cap=100)
+    assert out == {"rounds": 3, "stopped_by": "precision", "pairs": 3}
+
+
+def test_high_noise_stops_at_the_time_cap() -> None:
+    out = run_rule(noise=0.9, cap=12)
+    assert out["stopped_by"] == "time_cap" and out["rounds"] == 12
