@@ -85,8 +85,8 @@ def test_tiny_sweep_writes_each_run_at_once_and_resumes(tmp_path, monkeypatch):
     for name in ("evidence.json", "conclusion.md", "plan.json", "plans.jsonl", "flops.json"):
         assert os.path.exists(os.path.join(out, name)), name
     assert os.path.exists(os.path.join(out, "figures", "evidence_full_vs_cost_running.png"))
-    assert cli(["report", out, "--out", str(tmp_path / "report.md")]) == 0
-    md = (tmp_path / "report.md").read_text()
+    assert cli(["report", out, "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
     assert "when does ST improve the full network" in md and "| 10pct-e1 | ST λ=1 T=1 n=1 KL |" in md
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == len(ev["figures"]) > 0
     # an interrupted sweep: one run lost its results, the log has a partial last line

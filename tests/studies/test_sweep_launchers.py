@@ -83,8 +83,8 @@ def test_report_works_while_the_sweep_runs(grid, tmp_path, monkeypatch):
     run_job = launchers.run_job
 
     def report_then_run(job):  # the report a user asks for between two runs
-        assert cli(["report", out, "--out", str(tmp_path / f"report{len(seen)}.md")]) == 0
-        seen.append((tmp_path / f"report{len(seen)}.md").read_text())
+        assert cli(["report", out, "--out", str(tmp_path / f"report{len(seen)}")]) == 0
+        seen.append((tmp_path / f"report{len(seen)}" / "report.md").read_text())
         return run_job(job)
 
     monkeypatch.setattr(launchers, "run_job", report_then_run)

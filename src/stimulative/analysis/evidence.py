@@ -122,6 +122,7 @@ def summarise_cell(cell: dict, modes: Sequence[str] = BN_MODES) -> dict:
                 for m in ("delete_one_worst", "delete_k_mean", "delete_k_worst", "permute_k_worst")
             }
             for bn in BN_MODES
+            if all(bn in r["destruction"] for r in dest)  # the protocols the analyses were run under
         }
         out["destruction_seeds"] = [r["seed"] for r in dest]
     return out
