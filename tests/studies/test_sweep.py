@@ -88,7 +88,7 @@ def test_tiny_sweep_writes_each_run_at_once_and_resumes(tmp_path, monkeypatch):
     assert cli(["report", out, "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "when does ST improve the full network" in md and "| 10pct-e1 | ST λ=1 T=1 n=1 KL |" in md
-    assert (tmp_path / "report.html").read_text().count("data:image/png;base64") == len(ev["figures"]) > 0
+    assert (tmp_path / "report" / "report.html").read_text().count("data:image/png;base64") == len(ev["figures"]) > 0
     # an interrupted sweep: one run lost its results, the log has a partial last line
     kept = os.path.join(sw.run_dir(out, cells[0], 0), "results.json")
     lost = os.path.join(sw.run_dir(out, cells[1], 1), "results.json")
