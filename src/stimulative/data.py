@@ -466,6 +466,15 @@ def drop_unreadable(folders: list, workers: int = 0) -> list[str]:
     return sorted(bad)
 
 
+def _check_imagefolder(root: str) -> None:
+    for split in ("train", "val"):
+        path = os.path.join(root, split)
+        if not os.path.isdir(path):
+            raise DataError(
+                f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/"
+            )
+
+
 def load_imagefolder(
     root: str,
     seed: int,
@@ -485,12 +494,7 @@ def load_imagefolder(
     counted (``DataSource.skipped``)."""
     from torchvision import datasets, transforms
 
-    for split in ("train", "val"):
-        path = os.path.join(root, split)
-        if not os.path.isdir(path):
-            raise DataError(
-                f"missing folder {path!r}; imagefolder expects {root}/train/<class>/ and {root}/val/<class>/"
-            )
+    _check_imagefolder(root)
     options = options or AugmentOptions()
     crop, resize, val_crop = imagefolder_sizes(options, image_size)
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)

@@ -101,19 +101,7 @@ class Cell:
         )
 
     def describe(self) -> dict:
-        return {
-            "id": self.id,
-            "group": self.group,
-            "split": self.split,
-            "fraction": self.fraction,
-            "epochs": self.epochs,
-            "mode": self.mode,
-            "name": self.name,
-            "label": self.label,
-            "options": dict(self.options),
-            "core": self.core,
-            "default": self.is_default,
-        }
+        return describe_cell(self, self.is_default)
 
 
 def ct_cell(fraction: float, epochs: int) -> Cell:
@@ -237,3 +225,20 @@ def cell_of(cfg: TrainConfig) -> Cell:
         )
     options = {k: getattr(cfg, k) for k in DEFAULT_ST}
     return st_cell(cfg.train_fraction, cfg.epochs, core=options == DEFAULT_ST, **options)
+
+
+def describe_cell(cell, default: bool) -> dict:
+    """What the evidence analysis reads of a cell (built-in or from a grid)."""
+    return {
+        "id": cell.id,
+        "group": cell.group,
+        "split": cell.split,
+        "fraction": cell.fraction,
+        "epochs": cell.epochs,
+        "mode": cell.mode,
+        "name": cell.name,
+        "label": cell.label,
+        "options": dict(cell.options),
+        "core": cell.core,
+        "default": default,
+    }

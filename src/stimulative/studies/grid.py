@@ -38,6 +38,7 @@ import yaml
 
 from ..analysis.evidence import DEFAULT_ST
 from ..training.config import TrainConfig, _coerce
+from .digits_design import describe_cell
 
 TOP_KEYS = ("dataset", "data_root", "model", "base", "factors", "design", "baselines", "seeds", "destruction")
 SHARED_KEYS = ("dataset", "data_root", "model")  # top-level shortcuts into base
@@ -101,19 +102,7 @@ class GridCell:
         return TrainConfig(**dict(self.settings), seed=seed, out=out, progress=False)
 
     def describe(self) -> dict:
-        return {
-            "id": self.id,
-            "group": self.group,
-            "split": self.split,
-            "fraction": self.fraction,
-            "epochs": self.epochs,
-            "mode": self.mode,
-            "name": self.name,
-            "label": self.label,
-            "options": dict(self.options),
-            "core": self.core,
-            "default": self.default,
-        }
+        return describe_cell(self, self.default)
 
 
 @dataclass(frozen=True)
