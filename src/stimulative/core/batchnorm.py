@@ -45,8 +45,9 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     their running statistics (and counters) untouched.
 
     A sub-network's forward sees activations of a different path; letting it update the
-    shared running statistics would corrupt the full network's (seen on digits: 98.4 % ->
-    94.4 %). Disabling ``track_running_stats`` makes BatchNorm pass no running buffers to
+    shared running statistics mixes its statistics into the full network's (the official
+    code does, and re-estimates the full network's after each epoch; measured in the README
+    with --subnet-bn-update). Disabling ``track_running_stats`` makes BatchNorm pass no running buffers to
     ``F.batch_norm`` in train mode, which is exactly "normalise, don't record"."""
     layers = [m for m in bn_layers(module) if m.track_running_stats]
     for m in layers:
