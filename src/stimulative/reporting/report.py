@@ -250,14 +250,14 @@ def _bn_story(stats: dict) -> str:
     run, rec = "running", "subnet" if "subnet" in stats else "recalibrated"
     return (
         f"Measured here: with the full network's running statistics, CT's sub-networks average "
-        f"{ct[run]['mean']['mean']:.1f} % (worst {ct[run]['min']['mean']:.1f} %); recalibrated, "
+        f"{ct[run]['mean']['mean']:.1f} % (worst {ct[run]['min']['mean']:.1f} %); re-estimated per sub-network, "
         f"{ct[rec]['mean']['mean']:.1f} % (worst {ct[rec]['min']['mean']:.1f} %), so "
         f"{ct[rec]['mean']['mean'] - ct[run]['mean']['mean']:.1f} points of CT's apparent loafing were "
         f"normalisation. ST's sub-networks average {st[run]['mean']['mean']:.1f} % and "
         f"{st[rec]['mean']['mean']:.1f} %; ST's spread is {st[rec]['std']['mean']:.2f} against CT's "
-        f"{ct[rec]['std']['mean']:.2f} points recalibrated ({st[run]['std']['mean']:.2f} against "
+        f"{ct[rec]['std']['mean']:.2f} points re-estimated ({st[run]['std']['mean']:.2f} against "
         f"{ct[run]['std']['mean']:.2f} with running statistics), and its worst sub-network is "
-        f"{st[rec]['min']['mean'] - ct[rec]['min']['mean']:+.1f} points better than CT's recalibrated."
+        f"{st[rec]['min']['mean'] - ct[rec]['min']['mean']:+.1f} points better than CT's, re-estimated."
     )
 
 

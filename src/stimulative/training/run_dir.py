@@ -83,9 +83,6 @@ class RunDir:
     def holds_run(self) -> bool:
         return os.path.exists(self.file(self.CONFIG)) or self.latest_checkpoint() is not None
 
-    def is_finished(self) -> bool:
-        return os.path.exists(self.file(self.RESULTS))
-
     def results(self) -> dict | None:
         """results.json, or None if the run has not finished."""
         return read_json_or_none(self.file(self.RESULTS))
