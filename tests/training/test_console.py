@@ -1,6 +1,7 @@
 """What the trainer tells the user: the run folder, one line per epoch, where a resume
 starts, that a finished run is finished, and what an interrupted run left."""
 
+import json
 import re
 
 import pytest
@@ -80,3 +81,14 @@ def test_tensorboard_absence_is_said_once(capsys, tmp_path, monkeypatch, progres
     flags = [f for f in TINY if f != "--no-progress"] + ([] if progress else ["--no-progress"])
     assert cli(["train", *flags, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
     assert capsys.readouterr().out.count("TensorBoard logs skipped") == 1
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli(["train", *TINY, "--mode", "ct", "--epochs", "5", "--val-every", "2", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["epoch"] for r in records if "val_top1_full_bn" in r]
+    assert validated == [2, 4, 5]
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_epoch"]["epoch"] in validated
+    assert cli(["train", *TINY, "--val-every", "0", "--out", str(tmp_path / "bad")]) != 0

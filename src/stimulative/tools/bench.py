@@ -133,11 +133,7 @@ class BenchConfig:
     def work(self) -> TrainerWork:
         if self.trainer_work is not None:
             return self.trainer_work
-        return (
-            TrainerWork(epochs=2, train_fraction=0.5, seed=self.seed)
-            if self.quick
-            else TrainerWork(3, 1.0, seed=self.seed)
-        )
+        return TrainerWork(epochs=3 if self.quick else 5, seed=self.seed)
 
     def sizes_of(self, model: str) -> Sizes:
         if model in self.sizes:

@@ -159,10 +159,11 @@ class EpochRecord(Callback):
     """The epoch's line in metrics.jsonl (and TensorBoard), after its checkpoint: mean
     losses, learning rate, and the full network's top-1 on the validation split under the
     ``full`` BN protocol (statistics re-estimated, as the official code does after each
-    epoch; restored afterwards, so training goes on with its own running statistics)."""
+    epoch; restored afterwards, so training goes on with its own running statistics), on
+    every ``--val-every``-th epoch and the last."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
-        top1 = validation_top1(trainer) if trainer.policy.fixed is None else None
+        top1 = validation_top1(trainer) if trainer.policy.fixed is None and validates(trainer.cfg, epoch) else None
         sums = global_sums(sums, trainer.device)
         if not trainer.env.is_main:
             return
@@ -178,6 +179,11 @@ class EpochRecord(Callback):
                 trainer.writer.add_scalar(f"epoch/{k}", record[k], at_step)
             if top1 is not None:
                 trainer.writer.add_scalar(f"epoch/{validation_key(trainer.cfg)}", top1, at_step)
+
+
+def validates(cfg, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (from 0) ends with a validation: every ``--val-every``-th and the last."""
+    return (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
 
 
 def validation_key(cfg) -> str:

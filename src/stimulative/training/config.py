@@ -29,6 +29,7 @@ EVAL_BN = ("all", *BN_PROTOCOLS)
 
 POSITIVE = (
     "epochs",
+    "val_every",
     "batch_size",
     "lr",
     "temperature",
@@ -78,6 +79,12 @@ class TrainConfig:
         0.1,
         "fraction of the training split held out (fixed, stratified) for the per-epoch validation top-1 and the "
         "best epoch; the test split is used only at the end; 0: no validation split",
+    )
+    val_every: int = _opt(
+        1,
+        "validate every N epochs and after the last (the best epoch is chosen among those validated): each "
+        "validation re-estimates the full network's BN on --calib-images training images, which on a small data set "
+        "(the digits: about a third of an epoch) is most of the trainer's time beyond the steps",
     )
     select_on_test: bool = _opt(
         False,
