@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def format_table(results: dict) -> str:
     rows = [
-        f"{'model':<24} {'ST/CT wall':>11} {'ST/CT FLOPs':>12} {'wall/FLOPs':>11} {'low-mem w/F':>12} {'vs ref':>11} "
+        f"{'model':<24} {'ST/CT wall':>11} {'ST/CT FLOPs':>12} {'joint w/F':>11} {'per-sub w/F':>12} {'vs ref':>11} "
         f"{'eval x':>7} {'calib x':>8} {'del x':>6} {'max|dlogit|':>11}",
         f"{'':<24} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11} {'1 / 6':>12} {'1 / 6':>11}",
     ]
@@ -35,26 +35,37 @@ def _iv(d: dict) -> str:
 
 
 def interval_rows(results: dict) -> list[str]:
-    """Per model, n = 6: the ratios with their 95 % intervals and verdicts; the faster of the
-    joint and the ``--low-memory`` step; the evaluation speedup beside its block-run limit."""
+    """Per model and number of sub-networks, the default step's ratios with their 95 %
+    intervals and verdicts, and the per-sub-network backward over the joint one; then the
+    evaluation speedup beside its limit."""
     rows = [
-        f"{'n = 6, 95% interval':<24} {'wall/FLOPs (<=1.10)':>26} {'vs ref (>=1)':>26} {'low-mem/joint':>20} "
-        f"{'faster':>10} {'eval x':>20} {'limit':>6} {'of limit':>8}"
+        f"{'95% interval':<24} {'n':>2} {'default step':>12} {'wall/FLOPs (<=1.10)':>26} {'vs ref (>=1)':>26} "
+        f"{'per-sub/joint':>20} {'faster':>10}"
     ]
     for name, e in results["models"].items():
         iv, vd = e["intervals"], e["verdicts"]
-        line = (
-            f"{name:<24} {_iv(iv['wall_over_flops6']):>17} {vd['wall_over_flops_6']:>8} "
-            f"{_iv(iv['reference6_over_st6']):>17} {vd['vs_reference_6']:>8} {_iv(iv['low6_over_st6']):>20} "
-            f"{e['faster_step_6']:>10}"
-        )
+        for n, step in e["default_step"].items():
+            own = "st" if step == "joint" else "low"
+            wall = iv[f"wall_over_flops{n}" if own == "st" else f"low{n}_wall_over_flops"]
+            rows.append(
+                f"{name:<24} {n:>2} {step:>12} {_iv(wall):>17} {vd[f'wall_over_flops_{n}']:>8} "
+                f"{_iv(iv[f'reference{n}_over_{own}{n}']):>17} {vd[f'vs_reference_{n}']:>8} "
+                f"{_iv(iv[f'low{n}_over_st{n}']):>20} {e.get(f'faster_step_{n}', ''):>10}"
+            )
+    return rows + ["", *eval_rows(results)]
+
+
+def eval_rows(results: dict) -> list[str]:
+    rows = [f"{'shared evaluation':<24} {'speedup (>=5)':>20} {'verdict':>10} {'limit':>6} {'of limit':>8}"]
+    for name, e in results["models"].items():
         ev = e.get("eval")
         if ev:
             lim = ev["limit"]["subnet"]
-            line += f" {_iv(ev['subnet']['speedup_interval']):>20} {lim['block_run_limit']:>6.2f} "
-            line += f"{lim['fraction_of_limit']:>8.0%}"
-        rows.append(line)
-    return rows
+            rows.append(
+                f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>20} {e['verdicts']['shared_eval_speedup']:>10} "
+                f"{lim['block_run_limit']:>6.2f} {lim['fraction_of_limit']:>8.0%}"
+            )
+    return rows if len(rows) > 1 else []
 
 
 def memory_rows(results: dict) -> list[str]:
