@@ -13,7 +13,7 @@ from stimulative.core.batchnorm import frozen_bn_stats
 from stimulative.core.sampling import parse_spec
 from stimulative.models import create_model
 from stimulative.runtime.measure import count_flops, peak_memory
-from stimulative.tools.bench import BenchConfig, Sizes, _ratio, format_table, run_bench
+from stimulative.tools.bench import BenchConfig, Sizes, format_table, run_bench
 from stimulative.tools.bench_stats import paired_ratio, verdict
 
 TINY = Sizes(batch=4, image=8, eval_images=6, calib_images=5, draws=2, passes=1)
