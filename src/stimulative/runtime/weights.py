@@ -41,3 +41,24 @@ def read_weights(path: str) -> dict[str, Any]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def state_dict_mismatch(expected: dict[str, Any], given: dict[str, Any]) -> str | None:
+    """Why ``given`` cannot be loaded into a model whose state dict is ``expected``, in one
+    line (keys, then shapes, then dtypes), or None when it fits."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing or unexpected:
+        return (
+            f"is for another architecture: {len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    for k, v in given.items():
+        if v.shape != expected[k].shape:
+            return (
+                f"does not fit this model: {k} has shape {tuple(v.shape)}, the model expects "
+                f"{tuple(expected[k].shape)} (another number of classes or channels?)"
+            )
+        if v.dtype != expected[k].dtype:
+            return f"does not fit this model: {k} is {v.dtype}, the model has {expected[k].dtype}"
+    return None

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from ..runtime.weights import WeightsFileError, read_weights
+from ..runtime.weights import WeightsFileError, read_weights, state_dict_mismatch
 
 META_KEYS = {"step": int, "epoch": int, "model": str, "num_classes": int, "in_chans": int, "config": dict}
 STATE_KEYS = ("optimizer", "scheduler", "rng")
@@ -154,24 +154,9 @@ def load_weights_file(path: str, model: nn.Module, what: str = "") -> None:
         if e.damaged:
             raise CheckpointError(f"weights {path!r} are damaged or truncated ({e})") from None
         raise CheckpointError(f"cannot read weights {path!r}: {e}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{folder} is for another architecture: "
-            f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-        )
-    for k, v in weights.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointError(
-                f"{folder} does not fit this model: {k} has shape {tuple(v.shape)}, "
-                f"the model expects {tuple(expected[k].shape)} (another number of classes or channels?)"
-            )
-        if v.dtype != expected[k].dtype:
-            raise CheckpointError(
-                f"{folder} does not fit this model: {k} is {v.dtype}, the model has {expected[k].dtype}"
-            )
+    mismatch = state_dict_mismatch(model.state_dict(), weights)
+    if mismatch:
+        raise CheckpointError(f"{folder} {mismatch}")
     model.load_state_dict(weights)
 
 

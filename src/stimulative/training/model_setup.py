@@ -14,7 +14,7 @@ from torch import nn
 from ..core.elastic import ElasticNet
 from ..models import create_model
 from ..models.adapter import is_adapted_name
-from ..runtime.weights import WeightsFileError, read_weights
+from ..runtime.weights import WeightsFileError, read_weights, state_dict_mismatch
 from . import checkpoint as ckpt
 from .config import TrainConfig
 
@@ -66,20 +66,12 @@ def load_initial_weights(model: nn.Module, source: str) -> str:
         state = read_weights(source)
     except WeightsFileError as e:
         raise ValueError(f"--init-from {source!r}: cannot read it ({e})") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
         raise ValueError(
-            f"--init-from {source!r} is not a weights file of this model: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); for weights of the "
-            "original timm/torchvision model use --pretrained-file"
+            f"--init-from {source!r} {mismatch}; for weights of the original timm/torchvision model use "
+            "--pretrained-file"
         )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ValueError(
-                f"--init-from {source!r}: {k} has shape {tuple(v.shape)} there, {tuple(own[k].shape)} here"
-            )
     model.load_state_dict(state)
     return source
 
