@@ -14,7 +14,7 @@ from dataclasses import fields
 
 import yaml
 
-from .training.config import TrainConfig
+from .training.config import FORMER_KEYS, TrainConfig
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (the GPU if there is one) (default: auto)"
@@ -88,7 +88,7 @@ class GroupedParser:
         self.groups: dict[str, argparse._ArgumentGroup] = {}
 
     def add_argument(self, flag: str, **kwargs):
-        section = self.sections.get(flag.lstrip("-").replace("-", "_"))
+        section = self.sections.get(kwargs.get("dest") or flag.lstrip("-").replace("-", "_"))  # an alias: its field's
         if section is None:
             return self.parser.add_argument(flag, **kwargs)
         if section not in self.groups:
@@ -120,7 +120,7 @@ def check_yaml_keys(path: str, cls: type = TrainConfig) -> None:
     if not isinstance(data, dict):
         return
     known = [f.name for f in fields(cls)]
-    bad = [str(k) for k in data if str(k).replace("-", "_") not in known]
+    bad = [str(k) for k in data if str(k).replace("-", "_") not in (*known, *FORMER_KEYS)]
     if bad:
         named = ", ".join(f"{k!r}{did_you_mean(k.replace('-', '_'), known)}" for k in bad)
         raise ValueError(f"config {path!r}: unknown option{'s' if len(bad) > 1 else ''} {named}")

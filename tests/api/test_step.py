@@ -203,7 +203,10 @@ def test_the_command_line_trainers_step_is_the_apis(tmp_path):
         out=str(tmp_path / "run"), epochs=1, subnets_per_step=2, sampler="stochastic", seed=5, temperature=1.5
     )
     trainer = Trainer(cfg, DistEnv())
-    st = stimulative.Stimulative(trainer.model, subnets_per_step=2, sampler="stochastic", seed=5, temperature=1.5)
+    assert trainer.per_subnet  # --backward auto, two sub-networks: the API's low_memory step
+    st = stimulative.Stimulative(
+        trainer.model, subnets_per_step=2, sampler="stochastic", seed=5, temperature=1.5, low_memory=True
+    )
     x, y = batch(n=16)
     x = x[:, :1]  # the digits' one channel
     for step in (0, 3, 7):

@@ -30,6 +30,7 @@ def test_end_to_end_st_run_writes_a_self_describing_folder(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert {"mode", "model", "dataset", "seed", "epochs", "train_seconds", "bn", "main", "subnets"} <= set(results)
     assert results["mode"] == "st" and results["model"] == "resnet20" and results["bn"] == "full"
+    assert results["backward"] == "joint"  # --backward auto with one sub-network a step
     assert set(results["by_bn"]) == {"full", "subnet", "running"}
     subnets = results["subnets"]
     assert subnets["count"] == 27 == len(subnets["per_subnet"])
@@ -216,14 +217,25 @@ def test_low_memory_step_equals_the_joint_backward(options):
         assert torch.allclose(a.float(), b.float()), k
 
 
-def test_low_memory_training_runs_and_refuses_what_it_cannot_do(tmp_path, capsys):
-    out = tmp_path / "low"
-    assert cli(["train", *FAST, "--subnets-per-step", "3", "--low-memory", "--out", str(out)]) == 0
-    assert json.loads((out / "results.json").read_text())["by_bn"]["subnet"]["main"]["top1"] > 50
+def test_per_subnet_backward_is_the_default_for_several_subnetworks_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    """--backward auto with three sub-networks trains exactly as --low-memory (the per-subnet
+    backward); tests/training/test_backward.py compares it with the joint one in float64."""
+    runs = {}
+    for name, flags in (("auto", []), ("low", ["--low-memory"])):
+        assert cli(["train", *FAST, "--subnets-per-step", "3", *flags, "--out", str(tmp_path / name)]) == 0
+        metrics = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text()), metrics
+    assert [r["backward"] for r, _ in runs.values()] == ["per-subnet", "per-subnet"]
+    assert [[m[k] for k in ("loss", "ce", "kl")] for m in runs["auto"][1]] == [
+        [m[k] for k in ("loss", "ce", "kl")] for m in runs["low"][1]
+    ]
+    assert runs["auto"][0]["by_bn"]["subnet"]["main"]["top1"] > 50
     for bad in (["--amp", "fp16"], ["--ghost-batches", "2"]):
-        assert cli(["train", *FAST, "--low-memory", *bad, "--device", "cpu", "--out", str(tmp_path / "bad")]) != 0
-        assert "--low-memory" in capsys.readouterr().err
-        assert not (tmp_path / "bad").exists()
+        for explicit in (["--low-memory"], ["--backward", "per-subnet"]):
+            argv = ["train", *FAST, *explicit, *bad, "--device", "cpu", "--out", str(tmp_path / "bad")]
+            assert cli(argv) != 0
+            assert "--backward per-subnet (--low-memory)" in capsys.readouterr().err
+            assert not (tmp_path / "bad").exists()
 
 
 def test_cosine_schedule_with_warmup():

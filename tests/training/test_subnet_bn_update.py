@@ -39,10 +39,10 @@ def test_subnet_bn_update_moves_the_layers_the_subnetwork_runs_through():
     assert sum(not s for s in same) >= 6 and any(same)
 
 
-def test_subnet_bn_update_excludes_low_memory():
+def test_subnet_bn_update_excludes_the_per_subnet_backward():
     import pytest
 
     from stimulative.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="choose one"):
-        TrainConfig(subnet_bn_update=True, low_memory=True).validate()
+        TrainConfig(subnet_bn_update=True, backward="per-subnet").validate()

@@ -21,10 +21,12 @@ from ..core.sub_losses import NEEDS_LABELS, ST_LOSSES
 from ..models.adapter import parse_model_args
 from ..models.initialisation import CLASSIFIER_INITS
 from ..transforms import AUTO_AUGMENTS
+from .backward import BACKWARDS, LOW_MEMORY, per_subnet_conflict
 
 MODES = ("st", "ct", "individual", "stochastic-depth")
 AMP = ("none", "bf16", "fp16")
 EVAL_BN = ("all", *BN_PROTOCOLS)
+FORMER_KEYS = ("low_memory",)  # options renamed since, still read from YAML
 
 
 POSITIVE = (
@@ -295,11 +297,15 @@ class TrainConfig:
     channels_last: bool = _opt(
         False, "channels-last (NHWC) memory format for weights and activations (faster convolutions on recent GPUs)"
     )
-    low_memory: bool = _opt(
-        False,
-        "ST: back-propagate each sub-network's KL to where it branches off the full network right after its forward, "
-        "so one sub-network's activations are held at a time, not all (same gradients up to rounding; one process, "
-        "no fp16, no ghost batches)",
+    backward: str = _opt(
+        "auto",
+        "how ST back-propagates several sub-networks: joint: one backward through every sub-network's graph; "
+        "per-subnet: each sub-network's term back-propagated to where it branches off the full network right after "
+        "its forward, so one sub-network's activations are held at a time (same gradients up to the order of float "
+        "summation; one process, no fp16 grad scaler, no ghost batches, no --subnet-bn-update); auto: per-subnet when "
+        "a step trains more than one sub-network (--sandwich's included) and per-subnet is allowed, else joint. "
+        "--low-memory: per-subnet",
+        BACKWARDS,
     )
     compile: bool = _opt(
         False,
@@ -395,13 +401,9 @@ class TrainConfig:
                 "--sync-bn normalises over the whole global batch: it excludes --ghost-batches and "
                 "--no-same-subnets-across-ranks"
             )
-        if self.low_memory and self.subnet_bn_update:
-            raise ValueError("--subnet-bn-update runs each sub-network whole; --low-memory shares prefixes: choose one")
-        if self.low_memory and (self.amp == "fp16" or self.ghost_batches > 1):
-            raise ValueError(
-                "--low-memory works without a grad scaler and with one BN group: use --amp bf16 or none, and no "
-                "--ghost-batches"
-            )
+        conflict = per_subnet_conflict(self) if self.backward == "per-subnet" else None
+        if conflict:
+            raise ValueError(conflict)
         if self.pretrained_file and (not self.bn_zero_init or self.classifier_init != "model"):
             raise ValueError(
                 "--no-bn-zero-init and --classifier-init initialise a model trained from scratch; with "
@@ -462,6 +464,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             parser.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+    if any(f.name == "backward" for f in fields(cls)):  # the flag --backward replaced, kept for old commands
+        parser.add_argument(
+            "--low-memory",
+            dest="backward",
+            action="store_const",
+            const="per-subnet",
+            default=None,
+            help="the same as --backward per-subnet (its former name)",
+        )
 
 
 def resolve_config(args: argparse.Namespace, cls: type = TrainConfig) -> TrainConfig:
@@ -492,6 +503,8 @@ def load_yaml_options(path: str, cls: type = TrainConfig) -> dict[str, Any]:
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        if name in FORMER_KEYS and "backward" in known:  # low_memory: the boolean --backward replaced
+            name, value = "backward", LOW_MEMORY[value] if isinstance(value, bool) else value
         if name not in known:
             raise ValueError(f"config {path!r}: unknown option {key!r}")
         out[name] = _coerce(value, known[name], path)
@@ -518,12 +531,15 @@ def _coerce(value: Any, f: dataclasses.Field, path: str) -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a saved configuration (unknown keys from other versions are ignored, BN
-    protocol names written before the protocols were named are translated, and a run saved
-    before the validation split existed keeps its whole training split)."""
+    protocol names written before the protocols were named are translated, a run saved
+    before the validation split existed keeps its whole training split, and one saved before
+    --backward keeps the step it was trained with)."""
     known = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in data.items() if k in known}
     values["eval_bn"] = LEGACY_EVAL_BN.get(values.get("eval_bn"), values.get("eval_bn", "all"))
     values.setdefault("val_fraction", 0.0)  # saved before the validation split existed: trained on all of it
+    # saved before --backward: trained with the joint step unless low_memory was true
+    values.setdefault("backward", LOW_MEMORY[bool(data.get("low_memory", False))])
     return TrainConfig(**values)
 
 

@@ -23,6 +23,7 @@ from ..runtime.device import resolve_device
 from ..runtime.files import read_json_or_none
 from . import checkpoint as ckpt
 from .accelerate import prepare_model
+from .backward import resolve_backward
 from .callbacks import (
     BestEpoch,
     Callback,
@@ -123,11 +124,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = make_scheduler(self.optimizer, self.total_steps, warmup, cfg.min_lr_ratio)
-        if cfg.low_memory and env.enabled:
-            raise ValueError(
-                "--low-memory back-propagates each sub-network on its own, which DDP's one backward per "
-                "forward does not allow: drop it under torchrun"
-            )
+        self.per_subnet = resolve_backward(cfg, env.enabled)  # --backward: auto resolved once, here
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -140,7 +137,7 @@ class Trainer:
         self.runner = self._ddp_runner()
         # the step: the same object as the public stimulative.Stimulative
         self.step_fn = TrainStep(self.model, self.policy, LossOptions.from_config(cfg), self.autocast,
-                                 self.ghost_batches, self.runner, cfg.low_memory, cfg.subnet_bn_update)  # fmt: skip
+                                 self.ghost_batches, self.runner, self.per_subnet, cfg.subnet_bn_update)  # fmt: skip
         self.writer = None
         self.last_record: dict | None = None  # the last epoch's line of metrics.jsonl
         self.callbacks: list[Callback] = [ProgressBar(), Checkpointer(), EpochRecord(), BestEpoch(), ConsoleLog()]
@@ -337,8 +334,9 @@ class Trainer:
             c.on_train_end(self)
         if self.writer is not None:
             self.writer.close()
-        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds,
-                         extra={"best_epoch": self._best_epoch_result()})  # fmt: skip
+        # "backward": the step --backward resolved to (of the last stretch, if resumed with another)
+        extra = {"best_epoch": self._best_epoch_result(), "backward": "per-subnet" if self.per_subnet else "joint"}
+        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds, extra=extra)
         if self.env.is_main:
             print_summary(results)
             if before is not None:

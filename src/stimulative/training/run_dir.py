@@ -21,7 +21,7 @@ from .run_data import load_run_data
 
 # config fields that may change between a run and its resumption
 RUNTIME_FIELDS = {"device", "workers", "progress", "log_every", "resume", "force", "out", "checkpoint_every"}
-RUNTIME_FIELDS |= {"eval_batch_size", "channels_last", "compile", "low_memory"}  # speed or memory, not what is computed
+RUNTIME_FIELDS |= {"eval_batch_size", "channels_last", "compile", "backward"}  # speed or memory, not what is computed
 # like the number of processes, how BN statistics are split may change on resume (a run
 # started on N GPUs without --ghost-batches keeps its BN semantics on one with --ghost-batches N)
 RUNTIME_FIELDS |= {"ghost_batches", "sync_bn"}
