@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 
 from stimulative.runtime.measure import timer_kind
-from stimulative.tools.bench import BenchConfig, Sizes, _memory_format, prepare_model, run_bench, with_autocast
+from stimulative.tools.bench import (
+    BenchConfig,
+    Sizes,
+    _memory_format,
+    default_steps,
+    prepare_model,
+    run_bench,
+    with_autocast,
+)
 
 
 def test_cuda_devices_are_timed_with_events() -> None:
@@ -51,3 +59,10 @@ def test_compile_mode_compiles_block_by_block_as_training_does(monkeypatch) -> N
     prepare_model("resnet20", BenchConfig(models=["resnet20"], compile_mode="default"), torch.device("cpu"))
     prepare_model("resnet20", BenchConfig(models=["resnet20"], compile_mode="max-autotune"), torch.device("cpu"))
     assert calls == [None, "max-autotune"]
+
+
+def test_the_bench_judges_the_step_training_would_take() -> None:
+    # --backward auto: per-sub-network for several sub-networks, but not under fp16's grad scaler
+    assert default_steps("none") == {1: "st", 6: "low"}
+    assert default_steps("bf16") == {1: "st", 6: "low"}
+    assert default_steps("fp16") == {1: "st", 6: "st"}

@@ -6,7 +6,7 @@ Per model (random CIFAR-shaped inputs; the data path is not part of the measurem
 a. **CT step vs ST step** (1 and 6 sub-networks): wall-time ratio ST/CT next to the FLOP
    ratio (forward + backward, :class:`torch.utils.flop_counter.FlopCounterMode`) of the very
    sub-networks sampled, for the joint backward and the per-sub-network backward; the
-   verdicts are those of the step ``stimulative train`` takes by default (:data:`DEFAULT_STEP`).
+   verdicts are those of the step ``stimulative train`` takes by default (:func:`default_steps`).
    A step is what :func:`stimulative.training.loop.train_one_epoch` does: forward, loss,
    ``zero_grad``, backward(s), ``optimizer.step()``.
 b. **Ours vs the reference implementation's way**: the same sampled sub-networks, each with
@@ -69,6 +69,8 @@ from ..runtime.files import write_json
 from ..runtime.measure import count_flops, peak_memory, timer_kind, wall
 from ..training.accelerate import compile_blocks
 from ..training.accelerate import prepare_model as prepare_for_speed
+from ..training.backward import resolve_backward
+from ..training.config import TrainConfig
 from ..training.steps import low_memory_step, training_step
 from .bench_eval_parts import eval_parts
 from .bench_stats import MIN_PAIRS, Ratio, median, paired_ratio, repeat_until_precise, verdict
@@ -77,9 +79,6 @@ from .bench_trainer import CT_OVER_BARE_TARGET, ST_WALL_OVER_FLOPS_TARGET, Train
 
 DEFAULT_MODELS = ("resnet56", "resnet50_cifar", "mobilenetv3_large_cifar")
 SUBNET_COUNTS = (1, 6)
-# the step `stimulative train` takes by default in one process (training.steps): the joint
-# backward for one sub-network, the per-sub-network backward ("low") for more
-DEFAULT_STEP = {1: "st", 6: "low"}
 STEP_NAMES = {"st": "joint", "low": "per-subnet"}
 WALL_OVER_FLOPS_TARGET = 1.10
 SHARED_EVAL_TARGET = 5.0
@@ -266,6 +265,15 @@ def gradient_difference(
     return {"max_abs_diff": diff, "max_abs_grad": scale, "relative": diff / scale if scale else 0.0}
 
 
+def default_steps(amp: str) -> dict[int, str]:
+    """Per number of sub-networks, the step ``stimulative train --backward auto`` takes in one
+    process with this autocast: ``"st"`` (joint backward) or ``"low"`` (per-sub-network)."""
+    return {
+        n: "low" if resolve_backward(TrainConfig(mode="st", subnets_per_step=n, amp=amp), distributed=False) else "st"
+        for n in SUBNET_COUNTS
+    }
+
+
 def bench_steps(
     model: ElasticNet,
     sizes: Sizes,
@@ -282,6 +290,7 @@ def bench_steps(
     y = torch.randint(model_classes(model), (sizes.batch,), generator=gen).to(device)
     draws = sampled_draws(model, sizes.draws, seed)
     configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference", "low")]
+    defaults = default_steps(amp)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-5)
     model.train()
 
@@ -306,9 +315,9 @@ def bench_steps(
         "step_seconds": {_step_name(*c): times[c] for c in configs},
         "draws": sizes.draws,
         "repeats": stop,
-        "default_step": {str(n): STEP_NAMES[kind] for n, kind in DEFAULT_STEP.items()},
+        "default_step": {str(n): STEP_NAMES[kind] for n, kind in defaults.items()},
     }
-    out.update(_step_ratios(times, flops, sizes.draws, seed))
+    out.update(_step_ratios(times, flops, sizes.draws, defaults, seed))
     out["gradients_vs_reference"] = {str(n): g for n, g in grads.items()}
     out["low_memory_gradients_vs_joint"] = {str(n): g for n, g in low_grads.items()}
     out["sampled_subnets"] = [[s.to_text() for s in d] for d in draws]
@@ -410,8 +419,7 @@ def step_comparisons(
         out[f"low{n}_over_st{n}"] = paired_ratio(times[("low", n)], times[("st", n)], seed)
         out[f"wall_over_flops{n}"] = paired_ratio(per_flop(("st", n)), per_flop(ct), seed)
         out[f"low{n}_wall_over_flops"] = paired_ratio(per_flop(("low", n)), per_flop(ct), seed)
-        if DEFAULT_STEP[n] == "low":
-            out[f"reference{n}_over_low{n}"] = paired_ratio(times[("reference", n)], times[("low", n)], seed)
+        out[f"reference{n}_over_low{n}"] = paired_ratio(times[("reference", n)], times[("low", n)], seed)
     return out
 
 
@@ -425,7 +433,11 @@ def _per_count(value: Callable[[int], float]) -> dict[str, float]:
 
 
 def _step_ratios(
-    times: dict[tuple[str, int], list[float]], flops: dict[tuple[str, int], list[int]], draws: int, seed: int
+    times: dict[tuple[str, int], list[float]],
+    flops: dict[tuple[str, int], list[int]],
+    draws: int,
+    defaults: dict[int, str],
+    seed: int,
 ) -> dict:
     """ST against CT, the reference way against ST and the per-sub-network backward against CT
     and the joint step: paired wall-time ratios (median with interval) next to the FLOP
@@ -435,9 +447,9 @@ def _step_ratios(
     flop_ratio = {n: sum(flops[("st", n)]) / sum(flops[ct]) for n in SUBNET_COUNTS}
     low_over_ct = {n: paired_ratio(times[("low", n)], times[ct], seed) for n in SUBNET_COUNTS}
     default_wall_over_flops = {
-        n: r[f"wall_over_flops{n}" if DEFAULT_STEP[n] == "st" else f"low{n}_wall_over_flops"] for n in SUBNET_COUNTS
+        n: r[f"wall_over_flops{n}" if defaults[n] == "st" else f"low{n}_wall_over_flops"] for n in SUBNET_COUNTS
     }
-    vs_reference = {n: r[f"reference{n}_over_{DEFAULT_STEP[n]}{n}"] for n in SUBNET_COUNTS}
+    vs_reference = {n: r[f"reference{n}_over_{defaults[n]}{n}"] for n in SUBNET_COUNTS}
     verdicts = {
         f"wall_over_flops_{n}": verdict(v, WALL_OVER_FLOPS_TARGET, False) for n, v in default_wall_over_flops.items()
     }
