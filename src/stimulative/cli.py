@@ -32,6 +32,7 @@ from .studies.reproduce import reproduce
 from .studies.sweep import print_plan, sweep
 from .tools.bench import DEFAULT_MODELS, BenchConfig
 from .tools.bench import main as run_bench_command
+from .tools.bench_compare import compare_files
 from .tools.destruction import destruction_of_run
 from .tools.export import export_run
 from .tools.pareto import pareto_run
@@ -135,7 +136,9 @@ def _cmd_pareto(args: argparse.Namespace) -> None:
     )
 
 
-def _cmd_bench(args: argparse.Namespace) -> None:
+def _cmd_bench(args: argparse.Namespace) -> int | None:
+    if args.compare:
+        return compare_files(*args.compare)
     models = args.models or list(DEFAULT_MODELS)
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -378,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="torch.compile the stem, head and each block as `train --compile` does, with this mode (default, "
         "reduce-overhead, max-autotune)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("FIRST", "SECOND"),
+        help="measure nothing: print the verdicts and intervals of two --out files side by side (exit 1 if any "
+        "verdict differs)",
     )
     p.set_defaults(fn=_cmd_bench)
 
@@ -696,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(getattr(args, "device", None))
         check_folders(args)
         check_out_is_folder(args)
-        args.fn(args)
+        code = args.fn(args)  # most commands return nothing; a few say something with their exit code
     except KeyboardInterrupt:
         print("stimulative: interrupted", file=sys.stderr)
         return 130
@@ -715,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
