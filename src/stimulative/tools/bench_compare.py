@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 
 
+def default_step_keys(step: str, n: str) -> tuple[str, str]:
+    """The interval keys of the default step ``step`` (joint or per-subnet) with ``n``
+    sub-networks: its wall over FLOP ratio, and the reference way over it."""
+    own = "st" if step == "joint" else "low"
+    return (f"wall_over_flops{n}" if own == "st" else f"low{n}_wall_over_flops"), f"reference{n}_over_{own}{n}"
+
+
 def verdict_intervals(results: dict) -> dict[str, tuple[str, dict]]:
     """``"model/verdict"`` (and ``"trainer/ratio"``) -> (verdict, the interval it was judged by)."""
     out: dict[str, tuple[str, dict]] = {}
     for name, e in results["models"].items():
         iv = e["intervals"]
         for n, step in e.get("default_step", {"1": "joint", "6": "joint"}).items():
-            own = "st" if step == "joint" else "low"
-            wall = iv[f"wall_over_flops{n}" if own == "st" else f"low{n}_wall_over_flops"]
-            out[f"{name}/wall_over_flops_{n}"] = (e["verdicts"][f"wall_over_flops_{n}"], wall)
-            out[f"{name}/vs_reference_{n}"] = (e["verdicts"][f"vs_reference_{n}"], iv[f"reference{n}_over_{own}{n}"])
+            wall, reference = default_step_keys(step, n)
+            out[f"{name}/wall_over_flops_{n}"] = (e["verdicts"][f"wall_over_flops_{n}"], iv[wall])
+            out[f"{name}/vs_reference_{n}"] = (e["verdicts"][f"vs_reference_{n}"], iv[reference])
         if "shared_eval_speedup" in e["verdicts"]:
             out[f"{name}/shared_eval_speedup"] = (
                 e["verdicts"]["shared_eval_speedup"],

@@ -3,6 +3,8 @@ verdicts, peak memory, and the trainer against a bare loop."""
 
 from __future__ import annotations
 
+from .bench_compare import default_step_keys
+
 
 def format_table(results: dict) -> str:
     rows = [
@@ -45,11 +47,10 @@ def interval_rows(results: dict) -> list[str]:
     for name, e in results["models"].items():
         iv, vd = e["intervals"], e["verdicts"]
         for n, step in e["default_step"].items():
-            own = "st" if step == "joint" else "low"
-            wall = iv[f"wall_over_flops{n}" if own == "st" else f"low{n}_wall_over_flops"]
+            wall, reference = default_step_keys(step, n)
             rows.append(
-                f"{name:<24} {n:>2} {step:>12} {_iv(wall):>17} {vd[f'wall_over_flops_{n}']:>8} "
-                f"{_iv(iv[f'reference{n}_over_{own}{n}']):>17} {vd[f'vs_reference_{n}']:>8} "
+                f"{name:<24} {n:>2} {step:>12} {_iv(iv[wall]):>17} {vd[f'wall_over_flops_{n}']:>8} "
+                f"{_iv(iv[reference]):>17} {vd[f'vs_reference_{n}']:>8} "
                 f"{_iv(iv[f'low{n}_over_st{n}']):>20} {e.get(f'faster_step_{n}', ''):>10}"
             )
     return rows + ["", *eval_rows(results)]
