@@ -27,8 +27,8 @@ configurations interleaved in a rotating order, summed over the draws; so the i-
 of two configurations are a pair taken back to back. Every ratio is the median of the
 per-pair ratios with a seeded 95 % bootstrap interval (:mod:`stimulative.tools.bench_stats`),
 repeated until the interval is within 5 % or the time cap; a target is met, missed or
-undecided by that interval. Evaluation's speedup is set beside its block-run limit and its
-time split into parts (:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
+undecided by that interval. Evaluation's speedup is set beside its time-weighted limit and
+each way's overhead (:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
 with CUDA events; ``amp``, ``channels_last`` and ``compile_mode`` set up the steps as
 training would.
 """
@@ -68,7 +68,7 @@ from ..runtime.measure import count_flops, peak_memory, timer_kind, wall
 from ..training.accelerate import compile_blocks
 from ..training.accelerate import prepare_model as prepare_for_speed
 from ..training.steps import low_memory_step, training_step
-from .bench_eval_parts import eval_parts
+from .bench_eval_parts import eval_parts, module_seconds
 from .bench_stats import MIN_PAIRS, Ratio, median, paired_ratio, repeat_until_precise, verdict
 from .bench_table import format_table
 from .bench_trainer import CT_OVER_BARE_TARGET, ST_WALL_OVER_FLOPS_TARGET, TrainerWork, bench_trainer
@@ -486,7 +486,8 @@ def shared_all(
 
 def block_runs(specs: Sequence[SubnetSpec]) -> dict[str, int]:
     """Blocks run per image: one sub-network at a time vs once per distinct prefix (the
-    nodes of the walk's tree). Their ratio bounds the shared walk's speedup."""
+    nodes of the walk's tree). A count, no bound: the time-weighted limit comes from
+    :func:`stimulative.tools.bench_eval_parts.eval_parts`."""
     prefixes = {spec.flat()[:i] for spec in specs for i in range(1, len(spec.flat()) + 1)}
     return {"naive": sum(len(spec.flat()) for spec in specs), "shared": len(prefixes)}
 
@@ -531,8 +532,9 @@ def bench_eval(
             f"  {bn} BN: naive {out[bn]['naive_seconds']:.2f} s, shared {out[bn]['shared_seconds']:.2f} s, "
             f"max |dlogit| {out[bn]['max_abs_diff']:.1e}"
         )
+    out["module_seconds"] = module_seconds(model, inputs, calibration, device)
     out["limit"] = {
-        bn: eval_parts(model, specs, inputs, device, out[bn], out["block_runs"]) for bn in ("subnet", "running")
+        bn: eval_parts(out["module_seconds"], specs, out[bn], out["block_runs"], bn) for bn in ("subnet", "running")
     }
     full = [arch.full()]
     out["peak_memory_mb"] = {

@@ -36,10 +36,11 @@ def _iv(d: dict) -> str:
 
 def interval_rows(results: dict) -> list[str]:
     """Per model, n = 6: the ratios with their 95 % intervals and verdicts; the faster of the
-    joint and the ``--low-memory`` step; the evaluation speedup beside its block-run limit."""
+    joint and the ``--low-memory`` step; the evaluation speedup (subnet BN) beside its
+    time-weighted limit, the fraction of it, and the block-run count ratio."""
     rows = [
         f"{'n = 6, 95% interval':<24} {'wall/FLOPs (<=1.10)':>26} {'vs ref (>=1)':>26} {'low-mem/joint':>20} "
-        f"{'faster':>10} {'eval x':>20} {'limit':>6} {'of limit':>8}"
+        f"{'faster':>10} {'eval x':>20} {'limit':>6} {'of limit':>8} {'block runs':>10}"
     ]
     for name, e in results["models"].items():
         iv, vd = e["intervals"], e["verdicts"]
@@ -51,8 +52,8 @@ def interval_rows(results: dict) -> list[str]:
         ev = e.get("eval")
         if ev:
             lim = ev["limit"]["subnet"]
-            line += f" {_iv(ev['subnet']['speedup_interval']):>20} {lim['block_run_limit']:>6.2f} "
-            line += f"{lim['fraction_of_limit']:>8.0%}"
+            line += f" {_iv(ev['subnet']['speedup_interval']):>20} {lim['limit']:>6.2f} "
+            line += f"{lim['fraction_of_limit']:>8.0%} {lim['block_run_ratio']:>10.2f}"
         rows.append(line)
     return rows
 
