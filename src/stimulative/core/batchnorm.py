@@ -39,6 +39,20 @@ def bn_layers(module: nn.Module) -> list[_BatchNorm]:
     return [m for m in module.modules() if isinstance(m, _BatchNorm)]
 
 
+def bn_prefix(module: nn.Module) -> nn.Module | None:
+    """The leading part of ``module`` that its BN statistics depend on, or None if it holds
+    no BN layer: a plain ``nn.Sequential`` up to its last BN layer (recursively), any other
+    module whole. A calibration pass need run no further: e.g. a head's pooling and linear
+    layers after its last BN change no statistic."""
+    if not bn_layers(module):
+        return None
+    if type(module) is not nn.Sequential:
+        return module
+    children = list(module)
+    last = max(i for i, child in enumerate(children) if bn_layers(child))
+    return nn.Sequential(*children[:last], bn_prefix(children[last]))
+
+
 @contextmanager
 def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Inside, BN layers in train mode still normalise with batch statistics but leave

@@ -6,6 +6,8 @@ prefix once. With BN recalibration, a prefix's statistics depend only on the pre
 are estimated once per tree node too. :func:`naive_subnet_logits` is the straightforward
 one-sub-network-at-a-time version (its BN set up by :func:`subnet_bn`), kept as the
 reference the shared walk must equal.
+
+Re-estimation runs the head only up to its last BN layer: the rest changes no statistic.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from ..core.batchnorm import (
     bn_layers,
+    bn_prefix,
     bn_protocol,
     bn_state,
     calibration_mode,
@@ -76,6 +79,7 @@ class SubnetWalk:
         self.root = _build_tree(specs)
         self.stem_bn: list | None = None
         self._guard = preserved_bn_state(model)
+        self.head_calibration = bn_prefix(model.head)  # the head's part its statistics depend on
 
     @torch.no_grad()
     def __enter__(self) -> SubnetWalk:
@@ -87,7 +91,7 @@ class SubnetWalk:
             # activations per level of the walk, not the whole calibration set per level.
             with calibration_mode(self.model):
                 for x in self.calibration:
-                    _calibrate(self.model, self.root, self.model.stem(x))
+                    _calibrate(self.model, self.root, self.model.stem(x), self.head_calibration)
             self.stem_bn = bn_state(self.model.stem)
         elif self.bn == "full":
             reestimate_full_network(self.model, self.calibration)
@@ -118,18 +122,19 @@ def subnet_logits(
                 yield c, indices, logits
 
 
-def _calibrate(model: ElasticNet, node: _Node, h: torch.Tensor) -> None:
+def _calibrate(model: ElasticNet, node: _Node, h: torch.Tensor, head: torch.nn.Module | None) -> None:
     """Add one calibration batch (``h``: the activation reaching ``node``) to the BN running
-    averages of every node below, depth first (the model is in calibration mode)."""
+    averages of every node below, depth first (the model is in calibration mode). ``head``:
+    the head's part up to its last BN layer, all that a leaf runs (None: no BN in the head)."""
     for (s, b, path), child in node.children.items():
         block = model.stages[s][b]
         _resume_average(block, child.bn)
         out = block.run(h, path)
         child.bn = bn_state(block)
-        _calibrate(model, child, out)
-    if node.leaves:
+        _calibrate(model, child, out, head)
+    if node.leaves and head is not None:
         _resume_average(model.head, node.head_bn)
-        model.head(h)
+        head(h)
         node.head_bn = bn_state(model.head)
 
 
@@ -149,7 +154,7 @@ def _infer(model: ElasticNet, node: _Node, h: torch.Tensor, recalibrate: bool):
             load_bn_state(block, child.bn)
         yield from _infer(model, child, block.run(h, path), recalibrate)
     if node.leaves:
-        if recalibrate:
+        if recalibrate and node.head_bn is not None:  # None: no BN layer in the head
             load_bn_state(model.head, node.head_bn)
         yield node.leaves, model.head(h)
 

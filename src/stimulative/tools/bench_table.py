@@ -57,14 +57,17 @@ def interval_rows(results: dict) -> list[str]:
 
 
 def eval_rows(results: dict) -> list[str]:
-    rows = [f"{'shared evaluation':<24} {'speedup (>=5)':>20} {'verdict':>10} {'limit':>6} {'of limit':>8}"]
+    rows = [
+        f"{'shared evaluation':<24} {'speedup (>=5x or 80% of limit)':>30} {'verdict':>10} {'limit':>6} "
+        f"{'of limit':>8} {'block runs':>10}"
+    ]
     for name, e in results["models"].items():
         ev = e.get("eval")
         if ev:
             lim = ev["limit"]["subnet"]
             rows.append(
-                f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>20} {e['verdicts']['shared_eval_speedup']:>10} "
-                f"{lim['block_run_limit']:>6.2f} {lim['fraction_of_limit']:>8.0%}"
+                f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>30} {e['verdicts']['shared_eval_speedup']:>10} "
+                f"{lim['limit']:>6.2f} {lim['fraction_of_limit']:>8.0%} {lim['block_run_ratio']:>10.2f}"
             )
     return rows if len(rows) > 1 else []
 
