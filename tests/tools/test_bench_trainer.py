@@ -20,7 +20,8 @@ def fake_runs(ct: float, bare: float, st: float, calls: list[str], epochs: int =
     def run(kind: str) -> dict:
         calls.append(kind)
         seconds = {"ct": ct, "bare": bare, "st": st}[kind]
-        return {"steps": [seconds] * epochs, "whole": [seconds * 1.5] * epochs, "images": 100 * epochs}
+        steps, whole = [seconds] * epochs, [seconds * 1.5] * epochs
+        return {"steps": steps, "whole": whole, "steps_sum": steps, "whole_sum": whole, "images": 100 * epochs}
 
     return run
 
@@ -51,7 +52,9 @@ def test_a_fast_trainer_meets_its_target() -> None:
 
 def test_comparisons_pair_the_ith_epochs() -> None:
     def runs_of(*epochs: list[float]) -> list[dict]:
-        return [{"steps": e, "whole": [2 * s for s in e], "images": 10} for e in epochs]
+        return [
+            {"steps": e, "whole": [2 * s for s in e], "whole_sum": [3 * s for s in e], "images": 10} for e in epochs
+        ]
 
     runs = {
         "ct": runs_of([1.0, 2.0], [4.0, 1.0]),
@@ -70,6 +73,19 @@ def test_the_real_runs_train_the_same_images_and_time_every_epoch() -> None:
     trainer, bare = run_trainer(work, "ct", "cpu"), bare_loop(work, "cpu")
     assert trainer["images"] == bare["images"] > 0 and trainer["images"] % work.batch_size == 0
     for run in (trainer, bare):
-        assert len(run["steps"]) == len(run["whole"]) == work.epochs
+        assert len(run["steps"]) == len(run["whole"]) == len(run["whole_sum"]) == work.epochs
         # an epoch's whole time holds its steps and the validation after them
         assert all(0 < s < w for s, w in zip(run["steps"], run["whole"]))
+        assert all(0 < s < w for s, w in zip(run["steps_sum"], run["whole_sum"]))
+        assert all(e > 0 for e in run["end"])
+
+
+def test_an_epoch_counts_its_median_step_and_its_end_as_timed() -> None:
+    from stimulative.tools.bench_trainer import epoch_times
+
+    # a stall (the 0.9 s step) does not count beyond a typical step; the end work counts whole
+    t = epoch_times([[0.1, 0.1, 0.9, 0.1], [0.2, 0.2, 0.2]], [1.5, 1.0])
+    assert t["steps"] == pytest.approx([0.4, 0.6])
+    assert t["end"] == pytest.approx([0.3, 0.4])
+    assert t["whole"] == pytest.approx([0.7, 1.0])
+    assert t["steps_sum"] == pytest.approx([1.2, 0.6]) and t["whole_sum"] == [1.5, 1.0]

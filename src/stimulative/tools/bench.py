@@ -126,7 +126,7 @@ class BenchConfig:
     skip_eval: bool = False
     out: str = ""
     sizes: dict[str, Sizes] = field(default_factory=dict)
-    time_cap: float = 0.0  # seconds per comparison before it stops short of a 5 % interval (0: 60, quick 10)
+    time_cap: float = 0.0  # seconds per comparison before it stops short of a 5 % interval (0: 60, quick 20)
     amp: str = "none"  # bf16 / fp16 autocast of the training steps
     channels_last: bool = False
     compile_mode: str = ""  # torch.compile mode of the model ("" : not compiled), e.g. default, max-autotune
@@ -134,7 +134,7 @@ class BenchConfig:
     trainer_work: TrainerWork | None = None
 
     def cap(self) -> float:
-        return self.time_cap or (10.0 if self.quick else 60.0)
+        return self.time_cap or (20.0 if self.quick else 60.0)
 
     def work(self) -> TrainerWork:
         if self.trainer_work is not None:
@@ -728,7 +728,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         results["models"][name] = bench_model(name, cfg, device, log)
     if cfg.trainer:
         log("trainer (resnet20, digits) against a bare loop")
-        results["trainer"] = bench_trainer(cfg.work(), cfg.device, cfg.cap(), log)
+        # a round is three short trainings: at least 30 s, so that quick runs get a few rounds too
+        results["trainer"] = bench_trainer(cfg.work(), cfg.device, max(cfg.cap(), 30.0), log)
     results["seconds"] = time.perf_counter() - start
     results["load_average_end"] = _load()
     return results
