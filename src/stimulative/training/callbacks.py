@@ -198,9 +198,7 @@ def validation_top1(trainer: Trainer) -> float | None:
     dataset = data.test if cfg.select_on_test else data.val
     if dataset is None:
         return None
-    calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers,
-                                          str(trainer.device))  # fmt: skip
-    return evaluate_full_sharded(trainer.model, dataset, trainer.eval_batches, calibration, "full")["top1"]
+    return evaluate_full_sharded(trainer.model, dataset, trainer.eval_batches, trainer.calibration(), "full")["top1"]
 
 
 class BestEpoch(Callback):
