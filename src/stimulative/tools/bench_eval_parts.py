@@ -125,6 +125,11 @@ def shared_estimate(seconds: dict, specs: Sequence[SubnetSpec], bn: str) -> dict
     return out
 
 
+def perfect_seconds(seconds: dict, specs: Sequence[SubnetSpec], bn: str) -> float:
+    """The perfect walk's seconds under protocol ``bn`` (:func:`shared_estimate`, summed)."""
+    return _total(shared_estimate(seconds, specs, bn))
+
+
 def eval_parts(seconds: dict, specs: Sequence[SubnetSpec], measured: dict, runs: dict[str, int], bn: str) -> dict:
     """The limit, the achieved speedup and its fraction of the limit, the block-run count
     ratio, both estimates and each way's overhead (measured minus estimated seconds, per
@@ -134,10 +139,15 @@ def eval_parts(seconds: dict, specs: Sequence[SubnetSpec], measured: dict, runs:
     naive, shared = naive_estimate(seconds, specs, bn), shared_estimate(seconds, specs, bn)
     fraction = _total(shared) / measured["shared_seconds"]
     achieved = measured["speedup"]
+    paired = {}
+    if "fraction_of_limit_interval" in measured:  # measured round by round: the paired medians and intervals
+        fraction = measured["fraction_of_limit_interval"]["value"]
+        paired = {k: measured[k] for k in ("limit_interval", "fraction_of_limit_interval")}
     return {
-        "limit": achieved / fraction,
+        "limit": measured["limit_interval"]["value"] if paired else achieved / fraction,
         "achieved_speedup": achieved,
         "fraction_of_limit": fraction,
+        **paired,
         "block_run_ratio": runs["naive"] / runs["shared"],
         "naive_estimate": naive,
         "shared_estimate": shared,
