@@ -58,16 +58,18 @@ def interval_rows(results: dict) -> list[str]:
 
 def eval_rows(results: dict) -> list[str]:
     rows = [
-        f"{'shared evaluation':<24} {'speedup (>=5x or 80% of limit)':>30} {'verdict':>10} {'limit':>6} "
-        f"{'of limit':>8} {'block runs':>10}"
+        f"{'shared evaluation':<24} {'speedup (>=5x or ...)':>22} {'limit':>6} {'... >=80% of limit':>20} "
+        f"{'verdict':>10} {'block runs':>10}"
     ]
     for name, e in results["models"].items():
         ev = e.get("eval")
         if ev:
             lim = ev["limit"]["subnet"]
+            f = lim.get("fraction_of_limit_interval") or {"value": lim["fraction_of_limit"], "low": 0, "high": 0}
+            fraction = f"{f['value']:.0%} [{f['low']:.0%}, {f['high']:.0%}]"
             rows.append(
-                f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>30} {e['verdicts']['shared_eval_speedup']:>10} "
-                f"{lim['limit']:>6.2f} {lim['fraction_of_limit']:>8.0%} {lim['block_run_ratio']:>10.2f}"
+                f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>22} {lim['limit']:>6.2f} {fraction:>20} "
+                f"{e['verdicts']['shared_eval_speedup']:>10} {lim['block_run_ratio']:>10.2f}"
             )
     return rows if len(rows) > 1 else []
 
