@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="per comparison: stop repeating at this many seconds even if the ratio's 95%% interval is wider "
-        "than +-5%% (default: 60, with --quick 20; the trainer comparison at least 30)",
+        "than +-5%% (default: 60; with --quick, 20 for the evaluation comparisons)",
     )
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast of the training steps")
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")

@@ -126,7 +126,7 @@ class BenchConfig:
     skip_eval: bool = False
     out: str = ""
     sizes: dict[str, Sizes] = field(default_factory=dict)
-    time_cap: float = 0.0  # seconds per comparison before it stops short of a 5 % interval (0: 60, quick 20)
+    time_cap: float = 0.0  # seconds per comparison before it stops short of a 5 % interval (0: see cap, step_cap)
     amp: str = "none"  # bf16 / fp16 autocast of the training steps
     channels_last: bool = False
     compile_mode: str = ""  # torch.compile mode of the model ("" : not compiled), e.g. default, max-autotune
@@ -134,7 +134,13 @@ class BenchConfig:
     trainer_work: TrainerWork | None = None
 
     def cap(self) -> float:
+        """Per evaluation comparison (their ratios are far from their targets)."""
         return self.time_cap or (20.0 if self.quick else 60.0)
+
+    def step_cap(self) -> float:
+        """Per training-step and trainer comparison: their ratios sit within 10 % of their
+        targets, so they need the most pairs for an interval that decides (quick too)."""
+        return self.time_cap or 60.0
 
     def work(self) -> TrainerWork:
         if self.trainer_work is not None:
@@ -699,7 +705,7 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
             "amp": cfg.amp,
             "channels_last": cfg.channels_last,
             "compile_mode": cfg.compile_mode,
-            "time_cap_seconds": cfg.cap(),
+            "time_cap_seconds": {"steps_and_trainer": cfg.step_cap(), "evaluation": cfg.cap()},
             "timer": timer_kind(device),
         },  # fmt: skip
         "memory_method": "CUDA: torch.cuda.max_memory_allocated above the start"
@@ -723,11 +729,14 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
 
 def bench_model(name: str, cfg: BenchConfig, device: torch.device, log: Callable[[str], None]) -> dict:
     sizes = cfg.sizes_of(name)
-    log(f"{name}: batch {sizes.batch}, {sizes.image}x{sizes.image}, {sizes.draws} draws, cap {cfg.cap():.0f} s")
+    log(
+        f"{name}: batch {sizes.batch}, {sizes.image}x{sizes.image}, {sizes.draws} draws, caps {cfg.step_cap():.0f} s "
+        f"(steps), {cfg.cap():.0f} s (evaluation)"
+    )
     model = prepare_model(name, cfg, device)
     t = time.perf_counter()
     entry: dict = {"sizes": asdict(sizes)}
-    entry.update(bench_steps(model, sizes, device, cfg.seed, log, cfg.cap(), cfg.amp))
+    entry.update(bench_steps(model, sizes, device, cfg.seed, log, cfg.step_cap(), cfg.amp))
     if not cfg.skip_eval:
         ev = bench_eval(model, sizes, device, cfg.seed, log, cfg.cap())
         entry["eval"] = ev
@@ -753,8 +762,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         results["models"][name] = bench_model(name, cfg, device, log)
     if cfg.trainer:
         log("trainer (resnet20, digits) against a bare loop")
-        # a round is three short trainings: at least 30 s, so that quick runs get a few rounds too
-        results["trainer"] = bench_trainer(cfg.work(), cfg.device, max(cfg.cap(), 30.0), log)
+        results["trainer"] = bench_trainer(cfg.work(), cfg.device, cfg.step_cap(), log)
     results["seconds"] = time.perf_counter() - start
     results["load_average_end"] = _load()
     return results
