@@ -2,8 +2,8 @@
 one backward) or ``per-subnet`` (each one back-propagated to its branch point right after its
 forward: :func:`stimulative.training.steps.low_memory_step`). Same gradients up to the order
 of float summation; ``auto`` picks per-subnet where it is allowed and there is more than one
-sub-network per step, because ``stimulative bench`` measured it as fast or faster and 32-47 %
-smaller in peak memory on every model with six sub-networks."""
+sub-network per step, because ``stimulative bench`` measured it as fast as the joint step
+within noise and 15-47 % smaller in peak memory on every model with six sub-networks."""
 
 from __future__ import annotations
 
