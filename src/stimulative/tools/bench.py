@@ -72,7 +72,7 @@ from ..training.accelerate import prepare_model as prepare_for_speed
 from ..training.backward import resolve_backward
 from ..training.config import TrainConfig
 from ..training.steps import low_memory_step, training_step
-from .bench_eval_parts import eval_parts, module_seconds, perfect_seconds
+from .bench_eval_parts import eval_parts, module_seconds, perfect_seconds, prefixes
 from .bench_stats import MIN_PAIRS, Ratio, median, paired_ratio, repeat_until_precise, verdict
 from .bench_table import format_table
 from .bench_trainer import CT_OVER_BARE_TARGET, ST_WALL_OVER_FLOPS_TARGET, TrainerWork, bench_trainer
@@ -533,8 +533,7 @@ def block_runs(specs: Sequence[SubnetSpec]) -> dict[str, int]:
     """Blocks run per image: one sub-network at a time vs once per distinct prefix (the
     nodes of the walk's tree). A count, no bound: the time-weighted limit comes from
     :func:`stimulative.tools.bench_eval_parts.eval_parts`."""
-    prefixes = {spec.flat()[:i] for spec in specs for i in range(1, len(spec.flat()) + 1)}
-    return {"naive": sum(len(spec.flat()) for spec in specs), "shared": len(prefixes)}
+    return {"naive": sum(len(spec.flat()) for spec in specs), "shared": len(prefixes(specs))}
 
 
 def max_abs_diff(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float:
@@ -572,17 +571,14 @@ def bench_eval(
         def measure(bn: str = bn) -> dict:
             # the module seconds are taken in every round, beside the two ways, so the limit is paired too
             m = naive_against_shared(model, specs, inputs, calibration, bn, with_calibration=bn == "subnet")
-            return {
-                **m,
-                "perfect_seconds": perfect_seconds(module_seconds(model, inputs, calibration, device), specs, bn),
-            }
+            out["module_seconds"] = module_seconds(model, inputs, calibration, device)  # the last round's is kept
+            return {**m, "perfect_seconds": perfect_seconds(out["module_seconds"], specs, bn)}
 
         out[bn] = repeated(measure, time_cap, seed)
         log(
             f"  {bn} BN: naive {out[bn]['naive_seconds']:.2f} s, shared {out[bn]['shared_seconds']:.2f} s, "
             f"max |dlogit| {out[bn]['max_abs_diff']:.1e}"
         )
-    out["module_seconds"] = module_seconds(model, inputs, calibration, device)
     out["limit"] = {
         bn: eval_parts(out["module_seconds"], specs, out[bn], out["block_runs"], bn) for bn in ("subnet", "running")
     }

@@ -65,7 +65,7 @@ def eval_rows(results: dict) -> list[str]:
         ev = e.get("eval")
         if ev:
             lim = ev["limit"]["subnet"]
-            f = lim.get("fraction_of_limit_interval") or {"value": lim["fraction_of_limit"], "low": 0, "high": 0}
+            f = lim["fraction_of_limit_interval"]
             fraction = f"{f['value']:.0%} [{f['low']:.0%}, {f['high']:.0%}]"
             rows.append(
                 f"{name:<24} {_iv(ev['subnet']['speedup_interval']):>22} {lim['limit']:>6.2f} {fraction:>20} "

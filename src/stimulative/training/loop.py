@@ -272,7 +272,8 @@ class Trainer:
             return None
         if self.step > 0:
             return read_json_or_none(self.run.file(RunDir.RESULTS_BEFORE))
-        before = finish(self.model, self.data, cfg, self.device, self.space, 0.0, out_name=RunDir.RESULTS_BEFORE)
+        before = finish(self.model, self.data, cfg, self.device, self.space, 0.0, out_name=RunDir.RESULTS_BEFORE,
+                        calibration=self.calibration())  # fmt: skip
         if self.env.is_main:
             print("before fine-tuning:")
             print_summary(before)
@@ -351,7 +352,8 @@ class Trainer:
             self.writer.close()
         # "backward": the step --backward resolved to (of the last stretch, if resumed with another)
         extra = {"best_epoch": self._best_epoch_result(), "backward": "per-subnet" if self.per_subnet else "joint"}
-        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds, extra=extra)
+        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds, extra=extra,
+                         calibration=self.calibration())  # fmt: skip
         if self.env.is_main:
             print_summary(results)
             if before is not None:

@@ -28,17 +28,14 @@ def evaluate_run(
     device: torch.device,
     specs: list[SubnetSpec],
     bn: str,
+    calibration: list[torch.Tensor],
     desc: str = "",
     split: str = "test",
 ) -> dict:
     """``{"bn", "main": {top1, top5, ce}, "subnets": {count, mean, std, min, max, per_subnet}}``
-    on the ``split`` images (see :func:`split_of`)."""
+    on the ``split`` images (see :func:`split_of`); ``calibration``: the re-estimation images
+    (unused under ``running``)."""
     images = split_of(data, split)
-    calibration = (
-        data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers, str(device))
-        if needs_calibration(bn)
-        else []
-    )
     test = lambda: data.eval_batches(images, cfg.eval_batch_size, cfg.workers, str(device))  # noqa: E731
     run_bn = bn
     if cfg.mode == "individual":
@@ -96,9 +93,11 @@ def finish(
     specs: list[SubnetSpec] | None = None,
     extra: dict | None = None,
     split: str = "test",
+    calibration: list[torch.Tensor] | None = None,
 ) -> dict:
     """Evaluate the trained model in the configured BN protocol(s) and write the results
-    file (``extra``: more entries for it, e.g. the best epoch)."""
+    file (``extra``: more entries for it, e.g. the best epoch). ``calibration``: the
+    re-estimation images if the caller holds them already (built once here otherwise)."""
     arch = model.architecture
     if specs is None:
         if cfg.eval_min_depths:
@@ -109,7 +108,13 @@ def finish(
             else select_subnets(space, arch, cfg.eval_subnets, cfg.seed)
         )
     modes = list(BN_PROTOCOLS) if cfg.eval_bn == "all" else [cfg.eval_bn]
-    by_bn = {bn: evaluate_run(model, data, cfg, device, specs, bn, split=split) for bn in modes}
+    if calibration is None and any(needs_calibration(bn) for bn in modes):
+        calibration = data.calibration_inputs(cfg.calib_images, cfg.eval_batch_size, cfg.seed, cfg.workers,
+                                              str(device))  # fmt: skip
+    by_bn = {
+        bn: evaluate_run(model, data, cfg, device, specs, bn, calibration if needs_calibration(bn) else [], split=split)
+        for bn in modes
+    }
     first = by_bn[modes[0]]
     results = {
         "mode": cfg.mode,
