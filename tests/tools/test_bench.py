@@ -13,7 +13,7 @@ from stimulative.core.batchnorm import frozen_bn_stats
 from stimulative.core.sampling import SamplingSpace, enumerate_subnets, parse_spec
 from stimulative.models import create_model
 from stimulative.runtime.measure import count_flops, peak_memory
-from stimulative.tools.bench import BenchConfig, Sizes, format_table, run_bench
+from stimulative.tools.bench import BenchConfig, Sizes, default_steps, format_table, run_bench, timing_order
 from stimulative.tools.bench_eval_parts import shared_estimate
 from stimulative.tools.bench_stats import paired_ratio, verdict
 
@@ -173,3 +173,13 @@ def test_the_evaluation_target_is_5x_or_80_percent_of_a_lower_limit() -> None:
     assert eval_verdict(Ratio(3.0, 2.9, 3.1, 9), low) == "missed"  # neither
     assert eval_verdict(Ratio(4.9, 4.5, 5.2, 9), low) == "undecided"
     assert eval_verdict(Ratio(3.0, 2.9, 3.1, 9), Ratio(0.8, 0.75, 0.85, 9)) == "undecided"
+
+
+@pytest.mark.parametrize("amp", ["none", "fp16"])
+def test_every_compared_pair_of_steps_is_timed_back_to_back(amp):
+    defaults = default_steps(amp)  # fp16: the joint step for six sub-networks too
+    order = timing_order(defaults)
+    assert sorted(order) == sorted([("ct", 0)] + [(k, n) for n in (1, 6) for k in ("st", "low", "reference")])
+    for n in (1, 6):  # the default step beside CT and beside its reference way
+        d = order.index((defaults[n], n))
+        assert {order[d - 1], order[d + 1]} & {("ct", 0)} and ("reference", n) in (order[d - 1], order[d + 1])

@@ -1,42 +1,59 @@
 """Part e of the bench: the trainer against a bare loop, on fake runs (synthetic per-epoch
-timings, calls counted) and on one tiny real run of each (images and epochs counted, not timed)."""
+timings, calls counted) and on one tiny real run of each (steps counted, not timed)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
 from stimulative.tools.bench_trainer import (
     TrainerWork,
-    bare_loop,
+    bare_epochs,
     bench_trainer,
-    run_trainer,
     trainer_comparisons,
+    trainer_epochs,
 )
 
 
-def fake_runs(ct: float, bare: float, st: float, calls: list[str], epochs: int = 2):
-    """Each kind's epoch always takes the same step seconds, and 1.5x that in whole; calls logged."""
+def fake_runs(ct: float, bare: float, st: float, calls: list[str]):
+    """Each kind's epoch is 4 steps of ``seconds / 4`` and 1.5x that in whole; every started
+    run and every epoch logged in ``calls``."""
 
-    def run(kind: str) -> dict:
-        calls.append(kind)
+    @contextlib.contextmanager
+    def start(kind: str):
+        calls.append(f"start {kind}")
         seconds = {"ct": ct, "bare": bare, "st": st}[kind]
-        steps, whole = [seconds] * epochs, [seconds * 1.5] * epochs
-        return {"steps": steps, "whole": whole, "steps_sum": steps, "whole_sum": whole, "images": 100 * epochs}
 
-    return run
+        def epoch() -> tuple[list[float], float]:
+            calls.append(kind)
+            return [seconds / 4] * 4, seconds * 1.5
+
+        yield epoch
+        calls.append(f"end {kind}")
+
+    return start
 
 
-def test_runs_are_interleaved_and_stop_on_a_precise_ratio() -> None:
+def test_runs_advance_in_lockstep_and_stop_on_a_precise_ratio() -> None:
     calls: list[str] = []
-    out = bench_trainer(TrainerWork(), "cpu", 100.0, lambda s: None, fake_runs(1.0, 0.9, 2.0, calls), flop_ratio=2.0)
-    assert calls[:2] == ["bare", "ct"]  # warm-up
-    assert calls[2:] == ["ct", "bare", "st"] * 3  # three paired rounds, then the intervals are exact
+    work = TrainerWork(epochs=2)
+    out = bench_trainer(work, "cpu", 100.0, lambda s: None, fake_runs(1.0, 0.9, 2.0, calls), flop_ratio=2.0)
+    starts = ["start ct", "start bare", "start st"]
+    ends = ["end st", "end bare", "end ct"]
+    warm_up = [*starts, "ct", "bare", "st", *ends]
+    assert calls[: len(warm_up)] == warm_up  # one epoch each
+    # three rounds (then the intervals are exact); epoch e's order rotates with the round and the epoch
+    orders = [["ct", "bare", "st", "bare", "st", "ct"], ["bare", "st", "ct", "st", "ct", "bare"],
+              ["st", "ct", "bare", "ct", "bare", "st"]]  # fmt: skip
+    assert calls[len(warm_up) :] == [c for order in orders for c in (*starts, *order, *ends)]
     assert out["repeats"] == {"rounds": 3, "stopped_by": "precision"}
     assert out["ratios"]["ct_trainer_over_bare_steps"]["value"] == pytest.approx(0.9)
     assert out["ratios"]["ct_trainer_over_bare_same_work"]["value"] == pytest.approx(0.9)
     assert out["ratios"]["ct_trainer_over_bare_without_validation"]["value"] == pytest.approx(0.6)
     assert out["ratios"]["st_over_ct_trainer_wall_over_flops"]["value"] == pytest.approx(1.0)
     assert out["ratios"]["ct_trainer_over_bare_steps"]["pairs"] == 6  # 3 rounds x 2 epochs
+    assert out["runs"]["ct"][0]["images"] == 2 * 4  # steps counted (the fake's steps are images too)
     assert out["verdicts"] == {
         "ct_trainer_over_bare_steps": "missed",  # 0.9 < 0.95
         "ct_trainer_over_bare_same_work": "missed",
@@ -68,16 +85,15 @@ def test_comparisons_pair_the_ith_epochs() -> None:
     assert r["st_over_ct_trainer_wall_over_flops"].pairs == 4
 
 
-def test_the_real_runs_train_the_same_images_and_time_every_epoch() -> None:
+def test_the_real_runs_train_the_same_steps_and_time_every_epoch() -> None:
     work = TrainerWork(epochs=2, train_fraction=0.2)
-    trainer, bare = run_trainer(work, "ct", "cpu"), bare_loop(work, "cpu")
-    assert trainer["images"] == bare["images"] > 0 and trainer["images"] % work.batch_size == 0
-    for run in (trainer, bare):
-        assert len(run["steps"]) == len(run["whole"]) == len(run["whole_sum"]) == work.epochs
+    with trainer_epochs(work, "ct", "cpu") as trainer, bare_epochs(work, "cpu") as bare:
+        epochs = {"trainer": [trainer() for _ in range(work.epochs)], "bare": [bare() for _ in range(work.epochs)]}
+    steps = {k: [len(each) for each, _ in v] for k, v in epochs.items()}
+    assert steps["trainer"] == steps["bare"] and all(n > 0 for n in steps["bare"])
+    for run in epochs.values():
         # an epoch's whole time holds its steps and the validation after them
-        assert all(0 < s < w for s, w in zip(run["steps"], run["whole"]))
-        assert all(0 < s < w for s, w in zip(run["steps_sum"], run["whole_sum"]))
-        assert all(e > 0 for e in run["end"])
+        assert all(0 < sum(each) < whole for each, whole in run)
 
 
 def test_an_epoch_counts_its_median_step_and_its_end_as_timed() -> None:

@@ -242,3 +242,28 @@ def test_missing_files_are_named(tmp_path):
         ckpt.load_weights(str(folder), _model())
     with pytest.raises(ckpt.CheckpointError, match="cannot read training state"):
         ckpt.load_state(str(folder))
+
+
+def test_the_best_epoch_file_reuses_its_checkpoints_bytes(tmp_path, monkeypatch):
+    """After each validated epoch the best weights are the epoch's checkpointed weights (the
+    validation's BN re-estimation is undone): written from the checkpoint's bytes, not
+    serialised a second time."""
+    from stimulative.cli import main as cli
+
+    serialised = []
+    real = ckpt.weights_bytes
+    monkeypatch.setattr(ckpt, "weights_bytes", lambda model: serialised.append(1) or real(model))
+    out = tmp_path / "run"
+    flags = ["--train-fraction", "0.05", "--batch-size", "16", "--eval-subnets", "1", "--calib-images", "32",
+             "--no-progress", "--device", "cpu", "--mode", "ct", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert cli(["train", *flags]) == 0
+    assert len(serialised) == 1  # the one checkpoint
+    best = (out / "best.safetensors").read_bytes()
+    assert best == (out / "checkpoint" / "model.safetensors").read_bytes()
+    assert best == real(_loaded(out / "best.safetensors"))  # and the bytes are the weights themselves
+
+
+def _loaded(path):
+    model = _model()
+    model.load_state_dict(load_file(str(path)))
+    return model

@@ -24,9 +24,9 @@ d. **Peak memory** of each: on CPU, the peak of the bytes held by PyTorch's CPU 
 
 e. **The real trainer against a bare loop** (:mod:`stimulative.tools.bench_trainer`).
 
-Timings come in rounds: per round and sampled draw one step of each configuration, the
-configurations interleaved in a rotating order; so the i-th timings of two configurations
-are a pair taken back to back. Every ratio is the median of the
+Timings come in rounds: per round and sampled draw one step of each configuration, in an
+order where every pair a verdict compares runs back to back (reversed every other time); so
+the i-th timings of two configurations are a pair taken seconds apart at most. Every ratio is the median of the
 per-pair ratios with a seeded 95 % bootstrap interval (:mod:`stimulative.tools.bench_stats`),
 repeated until the interval is within 5 % or the time cap; a target is met, missed or
 undecided by that interval. Evaluation's speedup is set beside its time-weighted limit and
@@ -296,8 +296,8 @@ def bench_steps(
     x = x.contiguous(memory_format=_memory_format(model))
     y = torch.randint(model_classes(model), (sizes.batch,), generator=gen).to(device)
     draws = sampled_draws(model, sizes.draws, seed)
-    configs = [("ct", 0)] + [(kind, n) for n in SUBNET_COUNTS for kind in ("st", "reference", "low")]
     defaults = default_steps(amp)
+    configs = timing_order(defaults)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=3e-5)
     model.train()
 
@@ -364,6 +364,17 @@ def sampled_draws(model: ElasticNet, draws: int, seed: int) -> list[list[SubnetS
     return out
 
 
+def timing_order(defaults: dict[int, str]) -> list[tuple[str, int]]:
+    """The configurations in the order a draw times them: a chain in which every pair a
+    verdict compares is adjacent (the reference way, the default step, CT, the other default
+    step, its reference way), the other step of each count at the ends. Back-to-back timings
+    share the machine's slow spells, so their ratio sheds most of that noise."""
+    lo, hi = min(SUBNET_COUNTS), max(SUBNET_COUNTS)
+    other = {n: "low" if defaults[n] == "st" else "st" for n in SUBNET_COUNTS}
+    return [(other[lo], lo), ("reference", lo), (defaults[lo], lo), ("ct", 0), (defaults[hi], hi),
+            ("reference", hi), (other[hi], hi)]  # fmt: skip
+
+
 def _time_steps(
     step: Callable[[str, int, int], Callable[[], None]],
     configs: list[tuple[str, int]],
@@ -375,8 +386,9 @@ def _time_steps(
     seed: int = 0,
 ) -> tuple[dict[tuple[str, int], list[float]], dict]:
     """Rounds of one timed step per (draw, configuration), after one warm-up: per draw the
-    configurations run back to back in a rotating order, so the i-th timings of two
-    configurations (round ``i // draws``, draw ``i % draws``) are a pair. Rounds go on until
+    configurations run back to back in the order of ``configs`` (:func:`timing_order`),
+    reversed every other time so that neither of two neighbours always goes first; the i-th
+    timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair. Rounds go on until
     every compared ratio's interval is within 5 % or ``time_cap`` seconds have passed
     (at least ``sizes.passes`` rounds)."""
     for k, n in configs:  # warm-up
@@ -386,8 +398,7 @@ def _time_steps(
     def one_round() -> None:
         p = len(times[configs[0]]) // sizes.draws
         for r in range(sizes.draws):
-            shift = (p + r) % len(configs)
-            for c in configs[shift:] + configs[:shift]:
+            for c in configs if (p * sizes.draws + r) % 2 == 0 else configs[::-1]:
                 times[c].append(wall(step(*c, r), device))
         log(f"  round {p + 1}: CT {sum(times[('ct', 0)][-sizes.draws :]):.3f} s over {sizes.draws} steps")
 

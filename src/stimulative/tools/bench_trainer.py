@@ -6,8 +6,10 @@ the same model on the same tensors with the same optimizer (SGD, no decay on BN 
 and cosine schedule, written in plain PyTorch. After each epoch the bare loop does the work
 the trainer's defaults do: it re-estimates the full network's BN statistics on the same
 calibration images, takes the validation top-1, restores the running statistics and saves
-its weights and optimizer state. The runs alternate (trainer CT, bare, trainer ST, ...) and
-every epoch is timed, so the e-th epoch of the r-th run of each kind form a pair.
+its weights and optimizer state. A round starts one run of each kind and advances them in
+lockstep: the e-th epochs of the CT trainer, the bare loop and the ST trainer run back to back
+(in a rotating order), so they form a triple taken within seconds of each other, and a slow
+spell of the machine (here they last from a second to whole minutes) hits all three.
 
 Every step is clocked (between step hooks in the trainer; the data path included), and the
 epoch-end work as a whole. Per epoch:
@@ -20,8 +22,8 @@ epoch-end work as a whole. Per epoch:
 The ratios: the CT trainer's images/s over the bare loop's, steps against steps and whole
 against whole (target 0.95 each); the bare loop's steps over the trainer's whole epoch (no
 target: what validating every epoch costs, the lever being ``--val-every``); ST trainer over
-CT trainer step time divided by their FLOP ratio (target 1.10). The final evaluation after
-training is not timed (the bench's runs evaluate one sub-network under one protocol there).
+CT trainer step time divided by their FLOP ratio (target 1.10). The bench's runs stop after
+their last epoch: the final evaluation is not part of the comparison and is not run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import contextlib
 import io
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,33 +64,24 @@ class TrainerWork:
     seed: int = 0
 
 
-class EpochClock(Callback):
-    """Per epoch, the seconds in the steps and the seconds of the whole epoch. Put it first
-    among the callbacks (steps end before the others' step work) and :meth:`mark` last."""
+EpochRun = Callable[[], tuple[list[float], float]]  # the next epoch: every step's seconds, the whole epoch's
+
+
+class StepClock(Callback):
+    """Every step's seconds, from :meth:`begin` (the epoch's start) on. Put it first among the
+    callbacks, so a step ends before the others' step work."""
 
     def __init__(self) -> None:
-        self.each: list[list[float]] = []  # per epoch, every step's seconds
-        self.whole: list[float] = []
-        self.step_count = 0
+        self.each: list[float] = []
 
-    def on_train_start(self, trainer) -> None:
-        self.epoch_start = self.last = time.perf_counter()
-        self.each.append([])
+    def begin(self) -> None:
+        self.each, self.last = [], time.perf_counter()
 
     def on_step_end(self, trainer, step: int, sums: dict) -> None:
         synchronize(trainer.device)
         now = time.perf_counter()
-        self.each[-1].append(now - self.last)
-        self.last, self.step_count = now, self.step_count + 1
-
-    def mark(self) -> None:
-        now = time.perf_counter()
-        self.whole.append(now - self.epoch_start)
-        self.epoch_start = self.last = now
-        self.each.append([])
-
-    def times(self) -> dict:
-        return epoch_times(self.each[: len(self.whole)], self.whole)
+        self.each.append(now - self.last)
+        self.last = now
 
 
 def epoch_times(each: list[list[float]], whole: list[float]) -> dict:
@@ -107,33 +100,37 @@ def epoch_times(each: list[list[float]], whole: list[float]) -> dict:
     }
 
 
-class _EpochEndMark(Callback):
-    def __init__(self, clock: EpochClock) -> None:
-        self.clock = clock
-
-    def on_epoch_end(self, trainer, epoch: int, sums: dict) -> None:
-        synchronize(trainer.device)
-        self.clock.mark()
-
-
 def trainer_config(work: TrainerWork, mode: str, out: str, device: str) -> TrainConfig:
-    """Default training options; the untimed final evaluation cut to one sub-network, one protocol."""
+    """Default training options (the progress bar off)."""
     return TrainConfig(mode=mode, model="resnet20", dataset="digits", epochs=work.epochs,
                        train_fraction=work.train_fraction, batch_size=work.batch_size, seed=work.seed, out=out,
-                       device=device, progress=False, eval_bn="full", eval_subnets=1)  # fmt: skip
+                       device=device, progress=False)  # fmt: skip
 
 
-def run_trainer(work: TrainerWork, mode: str, device: str) -> dict:
-    """One real training run in a temporary folder: per-epoch step and whole seconds, images."""
-    with tempfile.TemporaryDirectory(prefix="stimulative-bench-") as tmp:
-        cfg = trainer_config(work, mode, f"{tmp}/run", device)
-        # the trainer's console report would bury the bench's log
-        with contextlib.redirect_stdout(io.StringIO()), distributed.distributed_session(torch.device(device)) as env:
-            trainer = Trainer(cfg, env)
-            clock = EpochClock()
-            trainer.callbacks = [clock, *trainer.callbacks, _EpochEndMark(clock)]
-            trainer.fit()
-    return {**clock.times(), "images": clock.step_count * work.batch_size}
+@contextlib.contextmanager
+def trainer_epochs(work: TrainerWork, mode: str, device: str) -> Iterator[EpochRun]:
+    """A real training run in a temporary folder, advanced one epoch at a time (its console
+    report, which would bury the bench's log, swallowed); no final evaluation."""
+    with (
+        tempfile.TemporaryDirectory(prefix="stimulative-bench-") as tmp,
+        contextlib.redirect_stdout(io.StringIO()),
+        distributed.distributed_session(torch.device(device)) as env,
+    ):
+        trainer = Trainer(trainer_config(work, mode, f"{tmp}/run", device), env)
+        clock = StepClock()
+        trainer.callbacks = [clock, *trainer.callbacks]
+        trainer.start()
+
+        def epoch() -> tuple[list[float], float]:
+            synchronize(trainer.device)
+            clock.begin()
+            start = clock.last
+            trainer.train_epoch()
+            synchronize(trainer.device)
+            return clock.each, time.perf_counter() - start
+
+        yield epoch
+        trainer.close()
 
 
 @torch.no_grad()
@@ -158,10 +155,11 @@ def bare_validation(model: torch.nn.Module, calibration: list, val: tuple) -> fl
     return float(top1) / len(y_val)
 
 
-def bare_loop(work: TrainerWork, device: str) -> dict:
-    """The same training with nothing around it: shuffled index batches of the training
-    tensors, forward, cross-entropy, backward, SGD step, cosine schedule step; after each
-    epoch the same validation and a saved state."""
+@contextlib.contextmanager
+def bare_epochs(work: TrainerWork, device: str) -> Iterator[EpochRun]:
+    """The same training with nothing around it, one epoch at a time: shuffled index batches
+    of the training tensors, forward, cross-entropy, backward, SGD step, cosine schedule step;
+    after each epoch the same validation and a saved state."""
     torch.manual_seed(work.seed)
     dev = torch.device(device)
     data = load_digits_data(work.seed, work.train_fraction, val_fraction=0.1)
@@ -174,28 +172,52 @@ def bare_loop(work: TrainerWork, device: str) -> dict:
     scheduler = make_scheduler(optimizer, work.epochs * steps_per_epoch, 0)
     gen = torch.Generator().manual_seed(work.seed)
     model.train()
-    each: list[list[float]] = []
-    whole: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="stimulative-bench-") as tmp:
-        for _ in range(work.epochs):
+
+    def epoch(tmp: str) -> tuple[list[float], float]:
+        each: list[float] = []
+        synchronize(dev)
+        start = last = time.perf_counter()
+        order = torch.randperm(len(y_all), generator=gen).to(dev)
+        for i in range(steps_per_epoch):
+            idx = order[i * work.batch_size : (i + 1) * work.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x_all[idx]), y_all[idx]).backward()
+            optimizer.step()
+            scheduler.step()
             synchronize(dev)
-            start = last = time.perf_counter()
-            each.append([])
-            order = torch.randperm(len(y_all), generator=gen).to(dev)
-            for i in range(steps_per_epoch):
-                idx = order[i * work.batch_size : (i + 1) * work.batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x_all[idx]), y_all[idx]).backward()
-                optimizer.step()
-                scheduler.step()
-                synchronize(dev)
-                now = time.perf_counter()
-                each[-1].append(now - last)
-                last = now
-            bare_validation(model, calibration, val)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, f"{tmp}/state.pt")
-            whole.append(time.perf_counter() - start)
-    return {**epoch_times(each, whole), "images": work.epochs * steps_per_epoch * work.batch_size}
+            now = time.perf_counter()
+            each.append(now - last)
+            last = now
+        bare_validation(model, calibration, val)
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, f"{tmp}/state.pt")
+        return each, time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="stimulative-bench-") as tmp:
+        yield lambda: epoch(tmp)
+
+
+def start_run(work: TrainerWork, device: str) -> Callable[[str], contextlib.AbstractContextManager[EpochRun]]:
+    """``start(kind)``: a run of the CT trainer, the ST trainer or the bare loop."""
+    return lambda kind: bare_epochs(work, device) if kind == "bare" else trainer_epochs(work, kind, device)
+
+
+def lockstep_round(
+    start: Callable[[str], contextlib.AbstractContextManager[EpochRun]], epochs: int, round_index: int
+) -> dict[str, dict]:
+    """One run of each kind, advanced in lockstep: epoch e of the three back to back (in an
+    order rotating with the epoch and the round), so the three e-th epochs are a triple taken
+    within seconds of each other and a slow spell of the machine hits all of them."""
+    each: dict[str, list[list[float]]] = {k: [] for k in KINDS}
+    whole: dict[str, list[float]] = {k: [] for k in KINDS}
+    with contextlib.ExitStack() as stack:
+        runs = {k: stack.enter_context(start(k)) for k in KINDS}
+        for e in range(epochs):
+            shift = (round_index + e) % len(KINDS)
+            for kind in KINDS[shift:] + KINDS[:shift]:
+                steps, seconds = runs[kind]()
+                each[kind].append(steps)
+                whole[kind].append(seconds)
+    return {k: {**epoch_times(each[k], whole[k]), "images": sum(map(len, each[k]))} for k in KINDS}
 
 
 def _per_epoch(runs: list[dict], key: str) -> list[float]:
@@ -232,29 +254,30 @@ def bench_trainer(
     device: str,
     time_cap: float,
     log: Callable[[str], None],
-    run: Callable[[str], dict] | None = None,
+    start: Callable[[str], contextlib.AbstractContextManager[EpochRun]] | None = None,
     flop_ratio: float | None = None,
 ) -> dict:
-    """Trainer CT, bare loop, trainer ST, interleaved, repeated until the ratios' intervals are
-    within 5 % or ``time_cap`` seconds have passed. ``run(kind)``: one run of ``"ct"``,
-    ``"st"`` or ``"bare"`` (default: the real ones; tests pass a fake, and the FLOP ratio)."""
-    run = run or (lambda kind: bare_loop(work, device) if kind == "bare" else run_trainer(work, kind, device))
+    """Rounds of the CT trainer, the bare loop and the ST trainer in lockstep, repeated until
+    the ratios' intervals are within 5 % or ``time_cap`` seconds have passed. ``start(kind)``:
+    a context manager giving a run's next-epoch function (default: the real runs; tests pass
+    fakes, and the FLOP ratio)."""
+    start = start or start_run(work, device)
     flop_ratio = flop_ratio or trainer_flop_ratio(work)
-    run("bare"), run("ct")  # warm-up (first-use costs: imports, allocator, oneDNN kernels)
+    lockstep_round(start, 1, 0)  # warm-up (first-use costs: imports, allocator, oneDNN kernels)
     runs: dict[str, list[dict]] = {k: [] for k in KINDS}
 
     def one_round() -> None:
-        for kind in runs:
-            runs[kind].append(run(kind))
+        for kind, run in lockstep_round(start, work.epochs, len(runs["ct"])).items():
+            runs[kind].append(run)
         ct, bare = runs["ct"][-1], runs["bare"][-1]
         log(f"  trainer round {len(runs['ct'])}: CT steps {sum(ct['steps']):.2f} s, whole {sum(ct['whole']):.2f} s; "
             f"bare steps {sum(bare['steps']):.2f} s, whole {sum(bare['whole']):.2f} s")  # fmt: skip
 
-    start = time.perf_counter()
+    clock = time.perf_counter()
     stop = repeat_until_precise(
         one_round,
         lambda: [r for k, r in trainer_comparisons(runs, flop_ratio).items() if k in TARGETS],
-        lambda: time.perf_counter() - start,
+        lambda: time.perf_counter() - clock,
         time_cap,
     )
     return trainer_report(runs, flop_ratio, stop, work)
@@ -276,9 +299,10 @@ def trainer_report(runs: dict[str, list[dict]], flop_ratio: float, stop: dict, w
         "verdicts": {k: verdict(r[k], target, higher) for k, (target, higher) in TARGETS.items()},
         "runs": runs,
         "repeats": stop,
-        "note": "pairs are epochs (the e-th epoch of the r-th run of each kind); steps: the median step times the "
-        "steps (the data path included); whole: steps + epoch-end work (trainer: checkpoint, validation with BN "
-        "re-estimation, metrics record; bare loop: the same validation in plain PyTorch and a saved state); "
-        "without_validation: the bare loop's steps over the trainer's whole epochs, what validating every epoch "
-        "costs (see --val-every); same_work_sums: whole epochs from the plain sums, stalls included",
+        "note": "pairs are epochs (the e-th epoch of the r-th run of each kind, run back to back: the runs "
+        "advance in lockstep); steps: the median step times the steps (the data path included); whole: "
+        "steps + epoch-end work (trainer: checkpoint, validation with BN re-estimation, metrics record; "
+        "bare loop: the same validation in plain PyTorch and a saved state); without_validation: the bare "
+        "loop's steps over the trainer's whole epochs, what validating every epoch costs (see --val-every); "
+        "same_work_sums: whole epochs from the plain sums, stalls included",
     }

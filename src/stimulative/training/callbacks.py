@@ -128,7 +128,8 @@ class Checkpointer(Callback):
             "best": trainer.best,
         }
         if trainer.env.is_main:
-            ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
+            files = ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
+            trainer.saved_weights = (at_step, files["model.safetensors"])
 
 
 class ConsoleLog(Callback):
@@ -217,7 +218,9 @@ class BestEpoch(Callback):
                 "top1": record[key],
                 "split": "test" if trainer.cfg.select_on_test else "val",
             }
-            save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS))
+            # the epoch's checkpoint holds these very weights (validation restores BN): no second serialisation
+            step, data = trainer.saved_weights or (-1, None)
+            save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS), data if step == trainer.step else None)
 
 
 class KLTracker(Callback):

@@ -53,9 +53,10 @@ def weights_bytes(model: nn.Module) -> bytes:
     return save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-def save_weights(model: nn.Module, path: str) -> None:
-    """Write the model's weights to ``path`` (.safetensors) atomically."""
-    _write_file(path + ".tmp", weights_bytes(model))
+def save_weights(model: nn.Module, path: str, data: bytes | None = None) -> None:
+    """Write the model's weights to ``path`` (.safetensors) atomically; ``data``: those
+    weights already serialised by :func:`weights_bytes` (e.g. a checkpoint's, just written)."""
+    _write_file(path + ".tmp", data if data is not None else weights_bytes(model))
     os.replace(path + ".tmp", path)
 
 
@@ -70,10 +71,10 @@ def serialize(model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> 
     }
 
 
-def save_checkpoint(folder: str, model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Atomically replace the checkpoint ``folder``. On any error (a full disk, an
-    interrupt) the previous checkpoint is left complete and loadable; an ``OSError`` is
-    re-raised as :class:`CheckpointError` saying so."""
+def save_checkpoint(folder: str, model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, bytes]:
+    """Atomically replace the checkpoint ``folder``; returns its files' bytes. On any error
+    (a full disk, an interrupt) the previous checkpoint is left complete and loadable; an
+    ``OSError`` is re-raised as :class:`CheckpointError` saying so."""
     files = serialize(model, state, meta)
     tmp, old = folder + ".tmp", folder + ".old"
     try:
@@ -99,6 +100,7 @@ def save_checkpoint(folder: str, model: nn.Module, state: dict[str, Any], meta: 
     os.replace(tmp, folder)
     _fsync_dir(os.path.dirname(os.path.abspath(folder)))
     shutil.rmtree(old, ignore_errors=True)
+    return files
 
 
 def latest_checkpoint(folder: str) -> str | None:

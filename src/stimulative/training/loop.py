@@ -134,6 +134,7 @@ class Trainer:
         self.step, self.train_seconds, self.resumed_sums = 0, 0.0, None
         self.best: dict | None = None  # {"epoch", "top1", "split"} of the best validation top-1 so far
         self._calibration: list[torch.Tensor] | None = None
+        self.saved_weights: tuple[int, bytes] | None = None  # (step, safetensors bytes) of the last checkpoint
         self.resumed = self._resume()
         distributed.barrier()  # every rank has read the folder before rank 0 changes it
         if env.is_main:
@@ -247,8 +248,8 @@ class Trainer:
         step = ckpt.load_meta(found)["step"]
         return f"interrupted; the checkpoint at step {step} is kept: continue with --out {self.run.path} --resume"
 
-    def _start(self) -> dict | None:
-        """Open the writers, redo a resumed epoch's end, measure loafing before fine-tuning."""
+    def start(self) -> dict | None:
+        """Before the first epoch: open the writers, redo a resumed epoch's end, measure loafing before fine-tuning."""
         self._announce()
         spe, step = self.steps_per_epoch, self.step
         redo_epoch_end = self.resumed and step > 0 and step % spe == 0 and self.resumed_sums is not None
@@ -303,6 +304,30 @@ class Trainer:
             self._calibration = images
         return images
 
+    def train_epoch(self) -> None:
+        """Train from the current step to the end of its epoch, then the epoch-end callbacks
+        (checkpoint, validation, records). :meth:`fit` calls it; the bench too, one epoch at a time."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        epoch, start = divmod(self.step, spe)
+        batches = self.data.train_batches(cfg.batch_size, cfg.seed, epoch, start, cfg.workers, str(self.device),
+                                          self.env.rank, self.env.world_size)  # fmt: skip
+        sums = self.resumed_sums if (self.resumed_sums is not None and start > 0) else new_epoch_sums()
+        if start > 0 and self.resumed_sums is None:
+            sums["steps"] = start  # a checkpoint without sums: average over the steps we see
+        self.resumed_sums = None
+        sums = train_one_epoch(self.model, self.optimizer, self.scheduler, batches, self.step_fn, self.step,
+                               self.scaler, self._on_step, sums)  # fmt: skip
+        self.step = epoch * spe + sums["steps"]
+        for c in self.callbacks:
+            c.on_epoch_end(self, epoch, sums)
+
+    def close(self) -> None:
+        """After the last epoch: the callbacks' ends, the event writer closed."""
+        for c in self.callbacks:
+            c.on_train_end(self)
+        if self.writer is not None:
+            self.writer.close()
+
     def fit(self) -> dict:
         """Train to the last step, then evaluate and write results.json (a finished run's
         results are returned as they are)."""
@@ -314,45 +339,13 @@ class Trainer:
                     f"{self.run.file(RunDir.RESULTS)}"
                 )
             return done
-        before = self._start()
-        cfg, spe = self.cfg, self.steps_per_epoch
+        before = self.start()
         while self.step < self.total_steps:
-            epoch, start = divmod(self.step, spe)
-            batches = self.data.train_batches(
-                cfg.batch_size,
-                cfg.seed,
-                epoch,
-                start,
-                cfg.workers,
-                str(self.device),
-                self.env.rank,
-                self.env.world_size,
-            )
-            sums = self.resumed_sums if (self.resumed_sums is not None and start > 0) else new_epoch_sums()
-            if start > 0 and self.resumed_sums is None:
-                sums["steps"] = start  # a checkpoint without sums: average over the steps we see
-            self.resumed_sums = None
-            sums = train_one_epoch(
-                self.model,
-                self.optimizer,
-                self.scheduler,
-                batches,
-                self.step_fn,
-                self.step,
-                self.scaler,
-                self._on_step,
-                sums,
-            )
-            self.step = epoch * spe + sums["steps"]
-            for c in self.callbacks:
-                c.on_epoch_end(self, epoch, sums)
-        for c in self.callbacks:
-            c.on_train_end(self)
-        if self.writer is not None:
-            self.writer.close()
+            self.train_epoch()
+        self.close()
         # "backward": the step --backward resolved to (of the last stretch, if resumed with another)
         extra = {"best_epoch": self._best_epoch_result(), "backward": "per-subnet" if self.per_subnet else "joint"}
-        results = finish(self.model, self.data, cfg, self.device, self.space, self.train_seconds, extra=extra,
+        results = finish(self.model, self.data, self.cfg, self.device, self.space, self.train_seconds, extra=extra,
                          calibration=self.calibration())  # fmt: skip
         if self.env.is_main:
             print_summary(results)
