@@ -422,22 +422,29 @@ def _round_sums(times: list[float], draws: int) -> list[float]:
 def step_comparisons(
     times: dict[tuple[str, int], list[float]], flops: dict[tuple[str, int], list[int]], draws: int, seed: int = 0
 ) -> dict[str, Ratio]:
-    """The paired wall-time ratios the bench reports on the training steps. A step's wall
-    over FLOP ratio is taken pair by pair, each step's seconds over its own draw's FLOPs, so
-    that draws of cheap and dear sub-networks do not widen the interval."""
+    """The paired ratios the bench reports on the training steps, every pair taken over its
+    own draw's FLOPs (seconds per FLOP of A over B): draws of shallow and deep sub-networks
+    cost, and save, different amounts, and unnormalised pairs would fall into one cluster per
+    draw, a median jumping between them. ``wall_over_flops`` is that ratio itself; a time
+    ratio (``X_over_Y``) is it times the two configurations' FLOP ratio over all draws."""
 
     def per_flop(c: tuple[str, int]) -> list[float]:
         return [t / flops[c][i % draws] for i, t in enumerate(times[c])]
 
+    def time_ratio(a: tuple[str, int], b: tuple[str, int]) -> Ratio:
+        return paired_ratio(per_flop(a), per_flop(b), seed).scaled(sum(flops[b]) / sum(flops[a]))
+
     ct = ("ct", 0)
     out = {}
     for n in SUBNET_COUNTS:
-        out[f"st{n}_over_ct"] = paired_ratio(times[("st", n)], times[ct], seed)
-        out[f"reference{n}_over_st{n}"] = paired_ratio(times[("reference", n)], times[("st", n)], seed)
-        out[f"low{n}_over_st{n}"] = paired_ratio(times[("low", n)], times[("st", n)], seed)
-        out[f"wall_over_flops{n}"] = paired_ratio(per_flop(("st", n)), per_flop(ct), seed)
-        out[f"low{n}_wall_over_flops"] = paired_ratio(per_flop(("low", n)), per_flop(ct), seed)
-        out[f"reference{n}_over_low{n}"] = paired_ratio(times[("reference", n)], times[("low", n)], seed)
+        st, low, ref = ("st", n), ("low", n), ("reference", n)
+        out[f"st{n}_over_ct"] = time_ratio(st, ct)
+        out[f"low{n}_over_ct"] = time_ratio(low, ct)
+        out[f"reference{n}_over_st{n}"] = time_ratio(ref, st)
+        out[f"low{n}_over_st{n}"] = time_ratio(low, st)
+        out[f"wall_over_flops{n}"] = paired_ratio(per_flop(st), per_flop(ct), seed)
+        out[f"low{n}_wall_over_flops"] = paired_ratio(per_flop(low), per_flop(ct), seed)
+        out[f"reference{n}_over_low{n}"] = time_ratio(ref, low)
     return out
 
 
@@ -463,7 +470,6 @@ def _step_ratios(
     ct = ("ct", 0)
     r = step_comparisons(times, flops, draws, seed)
     flop_ratio = {n: sum(flops[("st", n)]) / sum(flops[ct]) for n in SUBNET_COUNTS}
-    low_over_ct = {n: paired_ratio(times[("low", n)], times[ct], seed) for n in SUBNET_COUNTS}
     default_wall_over_flops = {
         n: r[f"wall_over_flops{n}" if defaults[n] == "st" else f"low{n}_wall_over_flops"] for n in SUBNET_COUNTS
     }
@@ -484,7 +490,7 @@ def _step_ratios(
         "vs_reference_speedup": _per_count(lambda n: vs_reference[n].value),
         "vs_reference_flop_saving": _per_count(lambda n: sum(flops[("reference", n)]) / sum(flops[("st", n)])),
         # the per-sub-network backward (--backward per-subnet): same FLOPs as the joint step
-        "low_memory_over_ct_wall": _per_count(lambda n: low_over_ct[n].value),
+        "low_memory_over_ct_wall": _per_count(lambda n: r[f"low{n}_over_ct"].value),
         "low_memory_wall_over_flops": _per_count(lambda n: r[f"low{n}_wall_over_flops"].value),
         f"faster_step_{n}": faster,
         "intervals": {k: v.to_dict() for k, v in r.items()},
