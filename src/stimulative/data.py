@@ -188,13 +188,17 @@ class DataSource:
         if self.in_memory:
             x_all, y_all = self.train.tensors
             order = epoch_permutation(n, seed, epoch)
+            whole = world_size == 1  # one process takes the whole batch: no slicing (a step's overhead counts)
             for b in range(start, n // batch_size):
-                gen = torch.Generator().manual_seed(sample_seed(seed, epoch, b))  # per batch: exact mid-epoch resume
                 idx = order[b * batch_size : (b + 1) * batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if self.augment is not None:  # per batch a seeded generator: exact mid-epoch resume
+                    x = self.augment(x, torch.Generator().manual_seed(sample_seed(seed, epoch, b)))
                 # augment and mix the whole global batch, so each rank's share is what one process sees
-                x = self.augment(x_all[idx], gen) if self.augment is not None else x_all[idx]
-                x, y = self._mixed(x, y_all[idx], seed, epoch, b)
-                yield x[lo:hi].to(device, non_blocking=True), y[lo:hi].to(device, non_blocking=True)
+                x, y = self._mixed(x, y, seed, epoch, b)
+                if not whole:
+                    x, y = x[lo:hi], y[lo:hi]
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             return
         key = ("train", batch_size, seed, workers, device, rank, world_size)
         if key not in self._loaders:

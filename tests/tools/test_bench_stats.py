@@ -52,7 +52,7 @@ def test_paired_ratio_rejects_unpaired_timings() -> None:
         paired_ratio([1.0, 2.0], [1.0])
 
 
-def run_rule(noise: float, cap: float) -> dict:
+def run_rule(noise: float, cap: float, decided=lambda: True) -> dict:
     """The stopping rule on a fake clock: each round costs one second."""
     a, b, clock = [], [], [0.0]
     rng = random.Random(0)
@@ -62,7 +62,7 @@ def run_rule(noise: float, cap: float) -> dict:
         b.append(1.0 * (1 + rng.uniform(-noise, noise)))
         clock[0] += 1.0
 
-    out = repeat_until_precise(one_round, lambda: [paired_ratio(a, b)], lambda: clock[0], cap)
+    out = repeat_until_precise(one_round, lambda: [paired_ratio(a, b)], lambda: clock[0], cap, decided=decided)
     return {**out, "pairs": len(a)}
 
 
@@ -74,3 +74,12 @@ def test_low_noise_stops_early_on_precision() -> None:
 def test_high_noise_stops_at_the_time_cap() -> None:
     out = run_rule(noise=0.9, cap=12)
     assert out["stopped_by"] == "time_cap" and out["rounds"] == 12
+
+
+def test_a_precise_but_undecided_ratio_goes_on_until_decided_or_the_cap() -> None:
+    calls = []
+    decided_from_round_5 = lambda: calls.append(1) or len(calls) >= 3  # noqa: E731  (asked from round 3 on)
+    assert run_rule(noise=0.005, cap=100, decided=decided_from_round_5) == {
+        "rounds": 5, "stopped_by": "precision", "pairs": 5}  # fmt: skip
+    never = run_rule(noise=0.005, cap=8, decided=lambda: False)
+    assert never["stopped_by"] == "time_cap" and never["rounds"] == 8

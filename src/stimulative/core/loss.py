@@ -142,6 +142,8 @@ def stimulative_loss(
     z, teacher, scale = main_outputs(main_logits, options)
     ce = F.cross_entropy(z, target, label_smoothing=options.label_smoothing)
     total_sub = main_logits.new_zeros((), dtype=torch.float32)
+    if not sub_logits and options.main_coef == 1:  # common training: no ops (nor backward nodes) that add nothing
+        return ce, ce, total_sub
     for sub in sub_logits:
         total_sub = total_sub + sub_network_loss(teacher, sub, target, options, scale)
     return options.main_coef * ce + lam * total_sub, ce, total_sub

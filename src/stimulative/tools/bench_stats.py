@@ -82,15 +82,18 @@ def repeat_until_precise(
     elapsed: Callable[[], float],
     time_cap: float,
     max_rounds: int = 1000,
+    decided: Callable[[], bool] = lambda: True,
 ) -> dict:
     """Run ``one_round()`` (one timing of every configuration, interleaved) until every ratio
-    of ``current()`` is within :data:`REL_HALF_WIDTH` or ``elapsed()`` passes ``time_cap``
-    (at least :data:`MIN_PAIRS` rounds). Returns why it stopped and after how many rounds."""
+    of ``current()`` is within :data:`REL_HALF_WIDTH` and ``decided()`` (every target's
+    interval clear of it: a ratio within 5 % of its target needs more than 5 % precision to
+    give the same verdict twice), or ``elapsed()`` passes ``time_cap`` (at least
+    :data:`MIN_PAIRS` rounds). Returns why it stopped and after how many rounds."""
     rounds = 0
     while True:
         one_round()
         rounds += 1
-        if rounds >= MIN_PAIRS and precise_enough(current()):
+        if rounds >= MIN_PAIRS and precise_enough(current()) and decided():
             return {"rounds": rounds, "stopped_by": "precision"}
         if rounds >= MIN_PAIRS and elapsed() >= time_cap:
             return {"rounds": rounds, "stopped_by": "time_cap"}

@@ -279,6 +279,7 @@ def bench_trainer(
         lambda: [r for k, r in trainer_comparisons(runs, flop_ratio).items() if k in TARGETS],
         lambda: time.perf_counter() - clock,
         time_cap,
+        decided=lambda: "undecided" not in trainer_verdicts(trainer_comparisons(runs, flop_ratio)).values(),
     )
     return trainer_report(runs, flop_ratio, stop, work)
 
@@ -290,13 +291,17 @@ TARGETS = {  # ratio: (target, higher is better); the others are reported withou
 }
 
 
+def trainer_verdicts(ratios: dict[str, Ratio]) -> dict[str, str]:
+    return {k: verdict(ratios[k], target, higher) for k, (target, higher) in TARGETS.items()}
+
+
 def trainer_report(runs: dict[str, list[dict]], flop_ratio: float, stop: dict, work: TrainerWork) -> dict:
     r = trainer_comparisons(runs, flop_ratio)
     return {
         "work": {"model": "resnet20", "dataset": "digits", **work.__dict__},
         "st_over_ct_flops": flop_ratio,
         "ratios": {k: v.to_dict() for k, v in r.items()},
-        "verdicts": {k: verdict(r[k], target, higher) for k, (target, higher) in TARGETS.items()},
+        "verdicts": trainer_verdicts(r),
         "runs": runs,
         "repeats": stop,
         "note": "pairs are epochs (the e-th epoch of the r-th run of each kind, run back to back: the runs "

@@ -20,12 +20,17 @@ def new_epoch_sums() -> dict:
     }
 
 
+@torch.no_grad()
 def add_step(sums: dict, out, step: int) -> None:
-    """Add one step's :class:`~stimulative.training.steps.StepOutput` (``step`` is 1-based)."""
+    """Add one step's :class:`~stimulative.training.steps.StepOutput` (``step`` is 1-based).
+    New tensors, not in-place sums: a checkpoint may hold the previous ones. Few operations:
+    on the digits they are a measurable share of a 20 ms step."""
+    device = out.loss.device
     for k in ("loss", "ce", "kl"):
-        sums[k] = sums[k].to(out.loss.device) + getattr(out, k).detach().float()
-    bad = sums["first_bad"].to(out.loss.device)
-    sums["first_bad"] = torch.where((bad < 0) & ~torch.isfinite(out.loss.detach()), step, bad)
+        total = sums[k] if sums[k].device == device else sums[k].to(device)
+        sums[k] = total + getattr(out, k).float()
+    bad = sums["first_bad"] if sums["first_bad"].device == device else sums["first_bad"].to(device)
+    sums["first_bad"] = torch.where(torch.isfinite(out.loss) | (bad >= 0), bad, step)
     sums["steps"] += 1
 
 
