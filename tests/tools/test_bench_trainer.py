@@ -53,7 +53,7 @@ def test_runs_advance_in_lockstep_and_stop_on_a_precise_ratio() -> None:
     assert out["ratios"]["ct_trainer_over_bare_without_validation"]["value"] == pytest.approx(0.6)
     assert out["ratios"]["st_over_ct_trainer_wall_over_flops"]["value"] == pytest.approx(1.0)
     assert out["ratios"]["ct_trainer_over_bare_steps"]["pairs"] == 6  # 3 rounds x 2 epochs
-    assert out["runs"]["ct"][0]["images"] == 2 * 4  # steps counted (the fake's steps are images too)
+    assert out["runs"]["ct"][0]["step_count"] == 2 * 4  # every step timed
     assert out["verdicts"] == {
         "ct_trainer_over_bare_steps": "missed",  # 0.9 < 0.95
         "ct_trainer_over_bare_same_work": "missed",
@@ -70,7 +70,7 @@ def test_a_fast_trainer_meets_its_target() -> None:
 def test_comparisons_pair_the_ith_epochs() -> None:
     def runs_of(*epochs: list[float]) -> list[dict]:
         return [
-            {"steps": e, "whole": [2 * s for s in e], "whole_sum": [3 * s for s in e], "images": 10} for e in epochs
+            {"steps": e, "whole": [2 * s for s in e], "whole_sum": [3 * s for s in e], "step_count": 10} for e in epochs
         ]
 
     runs = {

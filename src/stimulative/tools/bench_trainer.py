@@ -217,7 +217,7 @@ def lockstep_round(
                 steps, seconds = runs[kind]()
                 each[kind].append(steps)
                 whole[kind].append(seconds)
-    return {k: {**epoch_times(each[k], whole[k]), "images": sum(map(len, each[k]))} for k in KINDS}
+    return {k: {**epoch_times(each[k], whole[k]), "step_count": sum(map(len, each[k]))} for k in KINDS}
 
 
 def _per_epoch(runs: list[dict], key: str) -> list[float]:

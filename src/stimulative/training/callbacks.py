@@ -209,6 +209,7 @@ class BestEpoch(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
         record = trainer.last_record
         key = validation_key(trainer.cfg)
+        (step, data), trainer.saved_weights = trainer.saved_weights or (-1, None), None  # not held beyond the epoch
         if not trainer.env.is_main or record is None or record.get(key) is None:
             return
         best = trainer.best
@@ -219,7 +220,6 @@ class BestEpoch(Callback):
                 "split": "test" if trainer.cfg.select_on_test else "val",
             }
             # the epoch's checkpoint holds these very weights (validation restores BN): no second serialisation
-            step, data = trainer.saved_weights or (-1, None)
             save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS), data if step == trainer.step else None)
 
 
