@@ -159,7 +159,7 @@ def test_bench_command_writes_json_and_refuses_to_overwrite(tmp_path, capsys) ->
     assert cli_main(["bench", "--quick", *args]) == 0
     data = json.loads(out.read_text())
     assert data["quick"] is True and "resnet20" in data["models"] and "trainer" not in data
-    assert data["options"]["time_cap_seconds"] == {"steps": 0.01, "trainer": 0.01, "evaluation": 0.01}
+    assert data["options"]["time_cap_seconds"] == {"with_target": 0.01, "trainer": 0.01, "without_target": 0.01}
     assert data["options"]["timer"] == "perf_counter"
     assert "ST/CT wall" in capsys.readouterr().out
     assert cli_main(["bench", "--quick", "--models", "resnet20", "--out", str(out)]) == 2

@@ -134,13 +134,13 @@ class BenchConfig:
     trainer_work: TrainerWork | None = None
 
     def cap(self) -> float:
-        """Per evaluation comparison (their ratios are far from their targets)."""
+        """Per evaluation comparison without a target (``running`` BN, deletions)."""
         return self.time_cap or (20.0 if self.quick else 60.0)
 
     def step_cap(self) -> float:
-        """Per training-step comparison: their ratios sit within 10 % of their targets, so they
-        need the most pairs for an interval that decides (quick too)."""
-        return self.time_cap or 60.0
+        """Per comparison with a target (training steps, all-sub-network evaluation): their
+        ratios sit within 10-20 % of their targets, so they go on while undecided (quick too)."""
+        return self.time_cap or 90.0
 
     def trainer_cap(self) -> float:
         """The trainer against the bare loop: its target sits 2-5 % from the ratio, so it keeps
@@ -313,7 +313,7 @@ def bench_steps(
     low_grads = {n: gradient_difference(model, x, y, draws[0][:n], against="low") for n in SUBNET_COUNTS}
     log(f"  gradients ours vs reference: max |diff| {max(g['max_abs_diff'] for g in grads.values()):.2e}")
     flops = {(k, n): [count_flops(step(k, n, r)) for r in range(sizes.draws)] for k, n in configs}
-    times, stop = _time_steps(step, configs, sizes, device, log, flops, time_cap, seed)
+    times, stop = _time_steps(step, configs, sizes, device, log, flops, defaults, time_cap, seed)
     memory = {}
     for c in configs:
         opt.zero_grad(set_to_none=True)  # the measured step allocates its gradients afresh
@@ -387,6 +387,7 @@ def _time_steps(
     device: torch.device,
     log: Callable[[str], None],
     flops: dict[tuple[str, int], list[int]],
+    defaults: dict[int, str],
     time_cap: float = 60.0,
     seed: int = 0,
 ) -> tuple[dict[tuple[str, int], list[float]], dict]:
@@ -394,8 +395,8 @@ def _time_steps(
     configurations run back to back in the order of ``configs`` (:func:`timing_order`),
     reversed every other time so that neither of two neighbours always goes first; the i-th
     timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair. Rounds go on until
-    every compared ratio's interval is within 5 % or ``time_cap`` seconds have passed
-    (at least ``sizes.passes`` rounds)."""
+    the ratios with a target are within 5 % and clear of their targets, or ``time_cap``
+    seconds have passed (at least ``sizes.passes`` rounds)."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
     times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
@@ -409,12 +410,17 @@ def _time_steps(
 
     for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
         one_round()
+
+    def judged() -> list[tuple[Ratio, float, bool]]:
+        return list(judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults).values())
+
     start = time.perf_counter()
     stop = repeat_until_precise(
         one_round,
-        lambda: list(step_comparisons(times, flops, sizes.draws, seed).values()),
+        lambda: [r for r, _, _ in judged()],
         lambda: time.perf_counter() - start,
         time_cap,
+        decided=lambda: all(verdict(*v) != "undecided" for v in judged()),
     )
     stop["rounds"] = len(times[configs[0]]) // sizes.draws  # all rounds, the minimum's included
     return times, stop
@@ -462,6 +468,18 @@ def _per_count(value: Callable[[int], float]) -> dict[str, float]:
     return {str(n): value(n) for n in SUBNET_COUNTS}
 
 
+def judged_steps(r: dict[str, Ratio], defaults: dict[int, str]) -> dict[str, tuple[Ratio, float, bool]]:
+    """The step ratios with a target, by verdict name: ``(ratio, target, higher is better)``
+    for the default step's wall over FLOP ratio and for the reference way over it."""
+    out = {}
+    for n in SUBNET_COUNTS:
+        own = defaults[n]
+        wall = r[f"wall_over_flops{n}" if own == "st" else f"low{n}_wall_over_flops"]
+        out[f"wall_over_flops_{n}"] = (wall, WALL_OVER_FLOPS_TARGET, False)
+        out[f"vs_reference_{n}"] = (r[f"reference{n}_over_{own}{n}"], 1.0, True)
+    return out
+
+
 def _step_ratios(
     times: dict[tuple[str, int], list[float]],
     flops: dict[tuple[str, int], list[int]],
@@ -475,14 +493,10 @@ def _step_ratios(
     ct = ("ct", 0)
     r = step_comparisons(times, flops, draws, seed)
     flop_ratio = {n: sum(flops[("st", n)]) / sum(flops[ct]) for n in SUBNET_COUNTS}
-    default_wall_over_flops = {
-        n: r[f"wall_over_flops{n}" if defaults[n] == "st" else f"low{n}_wall_over_flops"] for n in SUBNET_COUNTS
-    }
-    vs_reference = {n: r[f"reference{n}_over_{defaults[n]}{n}"] for n in SUBNET_COUNTS}
-    verdicts = {
-        f"wall_over_flops_{n}": verdict(v, WALL_OVER_FLOPS_TARGET, False) for n, v in default_wall_over_flops.items()
-    }
-    verdicts.update({f"vs_reference_{n}": verdict(v, 1.0, True) for n, v in vs_reference.items()})
+    judged = judged_steps(r, defaults)
+    default_wall_over_flops = {n: judged[f"wall_over_flops_{n}"][0] for n in SUBNET_COUNTS}
+    vs_reference = {n: judged[f"vs_reference_{n}"][0] for n in SUBNET_COUNTS}
+    verdicts = {name: verdict(*v) for name, v in judged.items()}
     n = max(SUBNET_COUNTS)
     # low/joint > 1 throughout: the joint step is faster; < 1 throughout: the per-sub-network one is
     faster = {"met": "joint", "missed": "low_memory"}.get(verdict(r[f"low{n}_over_st{n}"], 1.0, True), "undecided")
@@ -569,8 +583,10 @@ def bench_eval(
     seed: int,
     log: Callable[[str], None],
     time_cap: float = 60.0,
+    verdict_cap: float = 60.0,
 ) -> dict:
-    """Parts c and d (evaluation) of one model."""
+    """Parts c and d (evaluation) of one model; ``verdict_cap``: the cap of the comparison
+    with a target (every sub-network, ``subnet`` BN), ``time_cap`` the others'."""
     arch = model.architecture
     space = (
         SamplingSpace.from_min_depths(arch, sizes.eval_min_depths)
@@ -596,7 +612,10 @@ def bench_eval(
             out["module_seconds"] = module_seconds(model, inputs, calibration, device)  # the last round's is kept
             return {**m, "perfect_seconds": perfect_seconds(out["module_seconds"], specs, bn)}
 
-        out[bn] = repeated(measure, time_cap, seed)
+        if bn == "subnet":  # the verdict's comparison: on while undecided, up to verdict_cap
+            out[bn] = repeated(measure, verdict_cap, seed, lambda r: eval_verdict(r["speedup"], r["fraction_of_limit"]))
+        else:
+            out[bn] = repeated(measure, time_cap, seed)
         log(
             f"  {bn} BN: naive {out[bn]['naive_seconds']:.2f} s, shared {out[bn]['shared_seconds']:.2f} s, "
             f"max |dlogit| {out[bn]['max_abs_diff']:.1e}"
@@ -653,11 +672,14 @@ def naive_against_shared(
     return out
 
 
-def repeated(measure: Callable[[], dict], time_cap: float, seed: int) -> dict:
+def repeated(
+    measure: Callable[[], dict], time_cap: float, seed: int, judge: Callable[[dict[str, Ratio]], str] | None = None
+) -> dict:
     """Rounds of ``measure()`` (naive then shared, back to back, and the perfect walk's
     estimate when measured) until the speedup's interval (and the fraction of the limit's)
-    is within 5 % or ``time_cap``: the first round's entry with the median seconds, the
-    median per-round speedup and its interval, and those of the limit and its fraction."""
+    is within 5 % and ``judge(ratios)`` (the verdict) is not undecided, or ``time_cap``: the
+    first round's entry with the median seconds, the median per-round speedup and its
+    interval, and those of the limit and its fraction."""
     rounds: list[dict] = []
     start = time.perf_counter()
     stop = repeat_until_precise(
@@ -665,6 +687,7 @@ def repeated(measure: Callable[[], dict], time_cap: float, seed: int) -> dict:
         lambda: list(_round_ratios(rounds, seed).values()),
         lambda: time.perf_counter() - start,
         time_cap,
+        decided=lambda: judge is None or judge(_round_ratios(rounds, seed)) != "undecided",
     )
     out = dict(rounds[0])
     for key in ("naive_seconds", "shared_seconds", "naive_calibration_seconds", "shared_calibration_seconds"):
@@ -723,7 +746,11 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
             "amp": cfg.amp,
             "channels_last": cfg.channels_last,
             "compile_mode": cfg.compile_mode,
-            "time_cap_seconds": {"steps": cfg.step_cap(), "trainer": cfg.trainer_cap(), "evaluation": cfg.cap()},
+            "time_cap_seconds": {
+                "with_target": cfg.step_cap(),
+                "trainer": cfg.trainer_cap(),
+                "without_target": cfg.cap(),
+            },
             "timer": timer_kind(device),
         },  # fmt: skip
         "memory_method": "CUDA: torch.cuda.max_memory_allocated above the start"
@@ -749,14 +776,14 @@ def bench_model(name: str, cfg: BenchConfig, device: torch.device, log: Callable
     sizes = cfg.sizes_of(name)
     log(
         f"{name}: batch {sizes.batch}, {sizes.image}x{sizes.image}, {sizes.draws} draws, caps {cfg.step_cap():.0f} s "
-        f"(steps), {cfg.cap():.0f} s (evaluation)"
+        f"(steps, evaluation's verdict), {cfg.cap():.0f} s (other evaluation)"
     )
     model = prepare_model(name, cfg, device)
     t = time.perf_counter()
     entry: dict = {"sizes": asdict(sizes)}
     entry.update(bench_steps(model, sizes, device, cfg.seed, log, cfg.step_cap(), cfg.amp))
     if not cfg.skip_eval:
-        ev = bench_eval(model, sizes, device, cfg.seed, log, cfg.cap())
+        ev = bench_eval(model, sizes, device, cfg.seed, log, cfg.cap(), cfg.step_cap())
         entry["eval"] = ev
         entry["shared_eval_speedup"] = ev["subnet"]["speedup"]
         entry["shared_eval_max_abs_diff"] = max(
