@@ -26,10 +26,11 @@ e. **The real trainer against a bare loop** (:mod:`stimulative.tools.bench_train
 
 Timings come in rounds: per round and sampled draw one step of each configuration, in an
 order where every pair a verdict compares runs back to back (reversed every other time); so
-the i-th timings of two configurations are a pair taken seconds apart at most. Every ratio is the median of the
-per-pair ratios with a seeded 95 % bootstrap interval (:mod:`stimulative.tools.bench_stats`),
-repeated until the interval is within 5 % or the time cap; a target is met, missed or
-undecided by that interval. Evaluation's speedup is set beside its time-weighted limit and
+the i-th timings of two configurations are a pair taken seconds apart at most. Every ratio
+is the median of the per-pair ratios with a seeded 95 % bootstrap interval
+(:mod:`stimulative.tools.bench_stats`), repeated until the interval is within 5 % and, for
+a ratio with a target, clear of it, or the time cap; a target is met, missed or undecided by
+that interval. Evaluation's speedup is set beside its time-weighted limit and
 each way's overhead (:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
 with CUDA events; ``amp``, ``channels_last`` and ``compile_mode`` set up the steps as
 training would.
@@ -394,9 +395,9 @@ def _time_steps(
     """Rounds of one timed step per (draw, configuration), after one warm-up: per draw the
     configurations run back to back in the order of ``configs`` (:func:`timing_order`),
     reversed every other time so that neither of two neighbours always goes first; the i-th
-    timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair. Rounds go on until
-    the ratios with a target are within 5 % and clear of their targets, or ``time_cap``
-    seconds have passed (at least ``sizes.passes`` rounds)."""
+    timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair.
+    Rounds go on until the ratios with a target are within 5 % and clear of their targets,
+    or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds)."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
     times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
