@@ -613,10 +613,9 @@ def bench_eval(
             out["module_seconds"] = module_seconds(model, inputs, calibration, device)  # the last round's is kept
             return {**m, "perfect_seconds": perfect_seconds(out["module_seconds"], specs, bn)}
 
-        if bn == "subnet":  # the verdict's comparison: on while undecided, up to verdict_cap
-            out[bn] = repeated(measure, verdict_cap, seed, lambda r: eval_verdict(r["speedup"], r["fraction_of_limit"]))
-        else:
-            out[bn] = repeated(measure, time_cap, seed)
+        judged = bn == "subnet"  # the verdict's comparison: on while undecided, up to verdict_cap
+        judge = (lambda r: eval_verdict(r["speedup"], r["fraction_of_limit"])) if judged else None
+        out[bn] = repeated(measure, verdict_cap if judged else time_cap, seed, judge)
         log(
             f"  {bn} BN: naive {out[bn]['naive_seconds']:.2f} s, shared {out[bn]['shared_seconds']:.2f} s, "
             f"max |dlogit| {out[bn]['max_abs_diff']:.1e}"
@@ -624,14 +623,7 @@ def bench_eval(
     out["limit"] = {
         bn: eval_parts(out["module_seconds"], specs, out[bn], out["block_runs"], bn) for bn in ("subnet", "running")
     }
-    full = [arch.full()]
-    out["peak_memory_mb"] = {
-        "naive_one_subnet": peak_memory(lambda: naive_all(model, full, inputs, calibration, "subnet"), device) / 2**20,
-        "shared_all_subnets": peak_memory(lambda: shared_all(model, specs, inputs, calibration, "subnet"), device)
-        / 2**20,
-        "note": "naive frees everything between sub-networks: its peak is one sub-network's (the full network's); "
-        "the shared walk's covers the whole walk",
-    }
+    out["peak_memory_mb"] = eval_peak_memory(model, specs, inputs, calibration, device)
     # destruction sweep: the full network without one block, for every skippable block
     deletions = [delete_blocks(arch, [b]) for b in skippable_blocks(arch)]
     out["deletion"] = {
@@ -639,6 +631,18 @@ def bench_eval(
         **repeated(lambda: naive_against_shared(model, deletions, inputs, calibration, "running"), time_cap, seed),
     }
     return out
+
+
+def eval_peak_memory(model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, device) -> dict:
+    """Peak MB of evaluating the full network naively and of the shared walk over ``specs``."""
+    full = [model.architecture.full()]
+    return {
+        "naive_one_subnet": peak_memory(lambda: naive_all(model, full, inputs, calibration, "subnet"), device) / 2**20,
+        "shared_all_subnets": peak_memory(lambda: shared_all(model, specs, inputs, calibration, "subnet"), device)
+        / 2**20,
+        "note": "naive frees everything between sub-networks: its peak is one sub-network's (the full network's); "
+        "the shared walk's covers the whole walk",
+    }
 
 
 def _eval_batches(
