@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from stimulative.models import create_model
 from stimulative.runtime.measure import count_flops, peak_memory
 from stimulative.tools.bench import BenchConfig, Sizes, default_steps, format_table, run_bench, timing_order
 from stimulative.tools.bench_eval_parts import shared_estimate
-from stimulative.tools.bench_stats import paired_ratio, verdict
+from stimulative.tools.bench_stats import Ratio, paired_ratio, verdict
 
 TINY = Sizes(batch=4, image=8, eval_images=6, calib_images=5, draws=2, passes=1)
 ARCH20 = create_model("resnet20", num_classes=10).architecture
@@ -187,3 +188,77 @@ def test_every_compared_pair_of_steps_is_timed_back_to_back(amp):
     for n in (1, 6):  # the default step beside CT and beside its reference way
         d = order.index((defaults[n], n))
         assert {order[d - 1], order[d + 1]} & {("ct", 0)} and ("reference", n) in (order[d - 1], order[d + 1])
+
+
+def test_a_count_whose_verdicts_are_settled_leaves_the_rounds(monkeypatch) -> None:
+    """Six sub-networks sit on their target (wall over FLOPs alternating 1.05 and 1.15 against
+    1.10: undecided for ever); one sub-network is settled after the minimum of rounds, so it
+    leaves and the rest go on: its timings are the first rounds', paired with CT's."""
+    from stimulative.tools import bench
+
+    defaults = default_steps("none")
+    configs = timing_order(defaults)
+    sizes = Sizes(batch=1, image=1, eval_images=1, calib_images=1, draws=2, passes=1)
+    calls = {c: 0 for c in configs}
+
+    def seconds(kind: str, n: int) -> float:
+        calls[(kind, n)] += 1
+        if kind == "reference":
+            return 2.0
+        if n == 6:
+            return 1.05 if calls[(kind, n)] % 2 else 1.15
+        return 1.0
+
+    monkeypatch.setattr(bench, "wall", lambda fn, device: fn())
+    times, stop = bench._time_steps(
+        lambda k, n, r: lambda: seconds(k, n),
+        configs,
+        sizes,
+        torch.device("cpu"),
+        lambda s: None,
+        {c: [1, 1] for c in configs},
+        defaults,
+        time_cap=0.3,
+    )
+    assert stop["stopped_by"] == "time_cap" and stop["rounds_by_count"]["1"] == 3
+    assert stop["rounds_by_count"]["6"] == stop["rounds"] > 3
+    assert len(times[("ct", 0)]) == len(times[("low", 6)]) == 2 * stop["rounds"]
+    assert len(times[("st", 1)]) == len(times[("reference", 1)]) == len(times[("low", 1)]) == 2 * 3
+    r = bench.judged_steps(bench.step_comparisons(times, {c: [1, 1] for c in configs}, 2), defaults)
+    assert r["wall_over_flops_1"][0].pairs == 6 and r["vs_reference_1"][0].value == 2.0
+    assert r["wall_over_flops_6"][0].pairs == 2 * stop["rounds"]
+
+
+def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help() -> None:
+    """The speedup alternates 4.6x and 5.4x against 5x (undecided for ever) while the
+    fraction of the limit is a steady 90 %: the naive way is timed in the first rounds and
+    for half the cap, then the rounds time the shared walk and the modules only, and stop
+    as soon as the fraction alone is precise; the speedup pairs the naive rounds only."""
+    from stimulative.tools.bench import eval_verdict, repeated
+
+    calls = itertools.count()
+
+    def measure(naive: bool) -> dict:
+        out = {"shared_seconds": 1.0, "perfect_seconds": 0.9}
+        if naive:
+            out.update(naive_seconds=4.6 if next(calls) % 2 else 5.4, max_abs_diff=0.0)
+            out["speedup"] = out["naive_seconds"]
+        return out
+
+    out = repeated(measure, 0.2, 0, judge=lambda r: eval_verdict(r["speedup"], r["fraction_of_limit"]))
+    naive, rounds = out["repeats"]["naive_rounds"], out["repeats"]["rounds"]
+    assert out["repeats"]["stopped_by"] == "precision" and 3 <= naive == rounds - 1
+    assert len(out["round_seconds"]["naive"]) == out["speedup_interval"]["pairs"] == naive
+    assert out["fraction_of_limit_interval"]["pairs"] == rounds
+    assert (
+        eval_verdict(
+            *(
+                Ratio(**{k: v for k, v in out[f"{n}_interval"].items() if k != "rel_half_width"})
+                for n in ("speedup", "fraction_of_limit")
+            )
+        )
+        == "met"
+    )
+    # without a judge (no target) the naive way is timed in every round
+    plain = repeated(measure, 0.05, 0)
+    assert plain["repeats"]["naive_rounds"] == plain["repeats"]["rounds"]

@@ -74,7 +74,15 @@ from ..training.backward import resolve_backward
 from ..training.config import TrainConfig
 from ..training.steps import low_memory_step, training_step
 from .bench_eval_parts import eval_parts, module_seconds, perfect_seconds, prefixes
-from .bench_stats import MIN_PAIRS, Ratio, median, paired_ratio, repeat_until_precise, verdict
+from .bench_stats import (
+    MIN_PAIRS,
+    Ratio,
+    median,
+    paired_ratio,
+    precise_enough,
+    repeat_until_precise,
+    verdict,
+)
 from .bench_table import format_table
 from .bench_trainer import CT_OVER_BARE_TARGET, ST_WALL_OVER_FLOPS_TARGET, TrainerWork, bench_trainer
 
@@ -397,34 +405,51 @@ def _time_steps(
     reversed every other time so that neither of two neighbours always goes first; the i-th
     timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair.
     Rounds go on until the ratios with a target are within 5 % and clear of their targets,
-    or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds)."""
+    or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds). A count of
+    sub-networks whose verdicts are settled leaves the rounds (:func:`unsettled_counts`), so
+    the rest get more pairs in the time; its timings are the first rounds', paired with CT's."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
     times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    counts = set(SUBNET_COUNTS)
+
+    def judged() -> dict[str, tuple[Ratio, float, bool]]:
+        return judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults)
 
     def one_round() -> None:
-        p = len(times[configs[0]]) // sizes.draws
+        p = len(times[("ct", 0)]) // sizes.draws
+        if p >= max(MIN_PAIRS, sizes.passes):
+            counts.intersection_update(unsettled_counts(judged()))
+        chain = [c for c in configs if c[0] == "ct" or c[1] in counts]
         for r in range(sizes.draws):
-            for c in configs if (p * sizes.draws + r) % 2 == 0 else configs[::-1]:
+            for c in chain if (p * sizes.draws + r) % 2 == 0 else chain[::-1]:
                 times[c].append(wall(step(*c, r), device))
         log(f"  round {p + 1}: CT {sum(times[('ct', 0)][-sizes.draws :]):.3f} s over {sizes.draws} steps")
 
     for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
         one_round()
-
-    def judged() -> list[tuple[Ratio, float, bool]]:
-        return list(judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults).values())
-
     start = time.perf_counter()
     stop = repeat_until_precise(
         one_round,
-        lambda: [r for r, _, _ in judged()],
+        lambda: [r for r, _, _ in judged().values()],
         lambda: time.perf_counter() - start,
         time_cap,
-        decided=lambda: all(verdict(*v) != "undecided" for v in judged()),
+        decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
     )
-    stop["rounds"] = len(times[configs[0]]) // sizes.draws  # all rounds, the minimum's included
+    stop["rounds"] = len(times[("ct", 0)]) // sizes.draws  # all rounds, the minimum's included
+    stop["rounds_by_count"] = {str(n): len(times[("st", n)]) // sizes.draws for n in SUBNET_COUNTS}
     return times, stop
+
+
+def unsettled_counts(judged: dict[str, tuple[Ratio, float, bool]]) -> set[int]:
+    """The numbers of sub-networks with a verdict still undecided or an interval wider than
+    5 % (``judged``: :func:`judged_steps`); the others need no more timings."""
+    return {
+        n
+        for n in SUBNET_COUNTS
+        for name in (f"wall_over_flops_{n}", f"vs_reference_{n}")
+        if verdict(*judged[name]) == "undecided" or not precise_enough([judged[name][0]])
+    }
 
 
 def _round_sums(times: list[float], draws: int) -> list[float]:
@@ -443,8 +468,12 @@ def step_comparisons(
     def per_flop(c: tuple[str, int]) -> list[float]:
         return [t / flops[c][i % draws] for i, t in enumerate(times[c])]
 
+    def paired(a: tuple[str, int], b: tuple[str, int]) -> Ratio:
+        k = min(len(times[a]), len(times[b]))  # a count that left the rounds: its first rounds are the pairs
+        return paired_ratio(per_flop(a)[:k], per_flop(b)[:k], seed)
+
     def time_ratio(a: tuple[str, int], b: tuple[str, int]) -> Ratio:
-        return paired_ratio(per_flop(a), per_flop(b), seed).scaled(sum(flops[b]) / sum(flops[a]))
+        return paired(a, b).scaled(sum(flops[b]) / sum(flops[a]))
 
     ct = ("ct", 0)
     out = {}
@@ -454,8 +483,8 @@ def step_comparisons(
         out[f"low{n}_over_ct"] = time_ratio(low, ct)
         out[f"reference{n}_over_st{n}"] = time_ratio(ref, st)
         out[f"low{n}_over_st{n}"] = time_ratio(low, st)
-        out[f"wall_over_flops{n}"] = paired_ratio(per_flop(st), per_flop(ct), seed)
-        out[f"low{n}_wall_over_flops"] = paired_ratio(per_flop(low), per_flop(ct), seed)
+        out[f"wall_over_flops{n}"] = paired(st, ct)
+        out[f"low{n}_wall_over_flops"] = paired(low, ct)
         out[f"reference{n}_over_low{n}"] = time_ratio(ref, low)
     return out
 
@@ -607,9 +636,9 @@ def bench_eval(
     }
     for bn in ("subnet", "running"):
 
-        def measure(bn: str = bn) -> dict:
+        def measure(naive: bool, bn: str = bn) -> dict:
             # the module seconds are taken in every round, beside the two ways, so the limit is paired too
-            m = naive_against_shared(model, specs, inputs, calibration, bn, with_calibration=bn == "subnet")
+            m = naive_against_shared(model, specs, inputs, calibration, bn, bn == "subnet", naive)
             out["module_seconds"] = module_seconds(model, inputs, calibration, device)  # the last round's is kept
             return {**m, "perfect_seconds": perfect_seconds(out["module_seconds"], specs, bn)}
 
@@ -628,7 +657,9 @@ def bench_eval(
     deletions = [delete_blocks(arch, [b]) for b in skippable_blocks(arch)]
     out["deletion"] = {
         "subnets": len(deletions),
-        **repeated(lambda: naive_against_shared(model, deletions, inputs, calibration, "running"), time_cap, seed),
+        **repeated(
+            lambda naive: naive_against_shared(model, deletions, inputs, calibration, "running"), time_cap, seed
+        ),
     }
     return out
 
@@ -658,46 +689,66 @@ def _eval_batches(
 
 
 def naive_against_shared(
-    model: ElasticNet, specs: Sequence[SubnetSpec], inputs, calibration, bn: str, with_calibration: bool = False
+    model: ElasticNet,
+    specs: Sequence[SubnetSpec],
+    inputs,
+    calibration,
+    bn: str,
+    with_calibration: bool = False,
+    naive: bool = True,
 ) -> dict:
     """Seconds of the naive and the shared way over ``specs``, the speedup, the largest
-    logit difference; ``with_calibration``: the calibration part's seconds and speedup too."""
-    naive, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
+    logit difference; ``with_calibration``: the calibration part's seconds and speedup too;
+    ``naive=False``: the shared way's seconds only. Naive first: the shared way then sits
+    between it and the module timings that follow (:func:`bench_eval`), both its pairs."""
+    out: dict = {}
+    if naive:
+        logits, n_cal, n_inf = naive_all(model, specs, inputs, calibration, bn)
+        out["naive_seconds"] = n_cal + n_inf
     shared, s_cal, s_inf = shared_all(model, specs, inputs, calibration, bn)
-    out = {
-        "naive_seconds": n_cal + n_inf,
-        "shared_seconds": s_cal + s_inf,
-        "speedup": (n_cal + n_inf) / (s_cal + s_inf),
-        "max_abs_diff": max_abs_diff(naive, shared),
-    }
+    out["shared_seconds"] = s_cal + s_inf
     if with_calibration:
-        out["naive_calibration_seconds"] = n_cal
         out["shared_calibration_seconds"] = s_cal
-        out["calibration_speedup"] = n_cal / s_cal
+    if naive:
+        out.update(speedup=out["naive_seconds"] / out["shared_seconds"], max_abs_diff=max_abs_diff(logits, shared))
+    if naive and with_calibration:
+        out.update(naive_calibration_seconds=n_cal, calibration_speedup=n_cal / s_cal)
     return out
 
 
 def repeated(
-    measure: Callable[[], dict], time_cap: float, seed: int, judge: Callable[[dict[str, Ratio]], str] | None = None
+    measure: Callable[[bool], dict], time_cap: float, seed: int, judge: Callable[[dict[str, Ratio]], str] | None = None
 ) -> dict:
-    """Rounds of ``measure()`` (naive then shared, back to back, and the perfect walk's
-    estimate when measured) until the speedup's interval (and the fraction of the limit's)
-    is within 5 % and ``judge(ratios)`` (the verdict) is not undecided, or ``time_cap``: the
-    first round's entry with the median seconds, the median per-round speedup and its
-    interval, and those of the limit and its fraction."""
+    """Rounds of ``measure(naive)`` (the shared way, the naive way when ``naive`` and the
+    perfect walk's estimate when measured) until the speedup's interval (and the fraction of
+    the limit's) is within 5 % and ``judge(ratios)`` (the verdict) is not undecided, or
+    ``time_cap``: the first round's entry with the median seconds, the median per-round
+    speedup and its interval, and those of the limit and its fraction. With a ``judge``, the
+    naive way (most of a round) is left out once it cannot help (:func:`naive_needed`): the
+    fraction of the limit needs no naive timing, so the rest of the time buys it more pairs."""
     rounds: list[dict] = []
     start = time.perf_counter()
+
+    def one_round() -> None:
+        naive = judge is None or naive_needed(rounds, seed, time.perf_counter() - start, time_cap)
+        rounds.append(measure(naive))
+
+    def measured() -> list[Ratio]:  # without the naive way, the fraction of the limit is all that still moves
+        r = _round_ratios(rounds, seed)
+        return list(r.values()) if "naive_seconds" in rounds[-1] else [r["fraction_of_limit"]]
+
     stop = repeat_until_precise(
-        lambda: rounds.append(measure()),
-        lambda: list(_round_ratios(rounds, seed).values()),
+        one_round,
+        measured,
         lambda: time.perf_counter() - start,
         time_cap,
         decided=lambda: judge is None or judge(_round_ratios(rounds, seed)) != "undecided",
     )
+    timed = [r for r in rounds if "naive_seconds" in r]  # the first rounds: naive is never taken up again
     out = dict(rounds[0])
-    for key in ("naive_seconds", "shared_seconds", "naive_calibration_seconds", "shared_calibration_seconds"):
+    for key in ("naive_seconds", "naive_calibration_seconds", "shared_seconds", "shared_calibration_seconds"):
         if key in out:
-            out[key] = median([r[key] for r in rounds])
+            out[key] = median([r[key] for r in (timed if key.startswith("naive") else rounds)])
     ratios = _round_ratios(rounds, seed)
     out["speedup"], out["speedup_interval"] = ratios["speedup"].value, ratios["speedup"].to_dict()
     if "perfect_seconds" in out:
@@ -705,24 +756,41 @@ def repeated(
         out["limit_interval"] = ratios["limit"].to_dict()
         out["fraction_of_limit_interval"] = ratios["fraction_of_limit"].to_dict()
     if "calibration_speedup" in out:
-        cal = [r["naive_calibration_seconds"] for r in rounds], [r["shared_calibration_seconds"] for r in rounds]
+        cal = [r["naive_calibration_seconds"] for r in timed], [r["shared_calibration_seconds"] for r in timed]
         out["calibration_speedup"] = paired_ratio(*cal, seed).value
-    out["max_abs_diff"] = max(r["max_abs_diff"] for r in rounds)
-    out["repeats"] = stop
+    out["max_abs_diff"] = max(r["max_abs_diff"] for r in timed)
+    out["repeats"] = {**stop, "naive_rounds": len(timed)}
     out["round_seconds"] = {
-        k: [r[f"{k}_seconds"] for r in rounds] for k in ("naive", "shared", "perfect") if f"{k}_seconds" in out
+        k: [r[f"{k}_seconds"] for r in rounds if f"{k}_seconds" in r]
+        for k in ("naive", "shared", "perfect")
+        if f"{k}_seconds" in out
     }
     return out
 
 
+def naive_needed(rounds: list[dict], seed: int, elapsed: float, time_cap: float) -> bool:
+    """Whether the next round of the judged evaluation times the naive way: in the first
+    rounds, then while its speedup is unsettled (undecided against 5x, or wider than 5 %),
+    for half the cap at most; never again once left out, so its rounds are the first ones."""
+    if len(rounds) < MIN_PAIRS:
+        return True
+    if "naive_seconds" not in rounds[-1] or elapsed >= time_cap / 2:
+        return False
+    speedup = _round_ratios(rounds, seed)["speedup"]
+    return verdict(speedup, SHARED_EVAL_TARGET, True) == "undecided" or not precise_enough([speedup])
+
+
 def _round_ratios(rounds: list[dict], seed: int) -> dict[str, Ratio]:
     """Per round: the speedup (naive over shared seconds) and, with the perfect walk's
-    estimate, the limit (naive over perfect) and the fraction of it (perfect over shared)."""
-    naive, shared = [r["naive_seconds"] for r in rounds], [r["shared_seconds"] for r in rounds]
-    out = {"speedup": paired_ratio(naive, shared, seed)}
+    estimate, the limit (naive over perfect) and the fraction of it (perfect over shared).
+    The naive way's rounds are the first ones: its ratios pair them with the same rounds."""
+    shared = [r["shared_seconds"] for r in rounds]
+    naive = [r["naive_seconds"] for r in rounds if "naive_seconds" in r]
+    k = len(naive)
+    out = {"speedup": paired_ratio(naive, shared[:k], seed)}
     if "perfect_seconds" in rounds[0]:
         perfect = [r["perfect_seconds"] for r in rounds]
-        out["limit"] = paired_ratio(naive, perfect, seed)
+        out["limit"] = paired_ratio(naive, perfect[:k], seed)
         out["fraction_of_limit"] = paired_ratio(perfect, shared, seed)
     return out
 
