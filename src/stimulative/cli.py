@@ -345,7 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
         "shared (with BN recalibration), peak memory. Prints a table; --out writes JSON.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="smaller batches and images (about a minute or two on 2 CPU cores)"
+        "--quick",
+        action="store_true",
+        help="smaller batches and images, a smaller evaluated space, 3-epoch trainer runs (about 15 minutes on 2 "
+        "CPU cores; the full bench about 35)",
     )
     p.add_argument("--out", default="", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
@@ -370,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="per comparison: stop repeating at this many seconds even if the ratio's 95%% interval is wider "
-        "than +-5%% (default: 60; with --quick, 20 for the evaluation comparisons)",
+        help="per comparison: stop repeating at this many seconds even if a ratio's 95%% interval is wider "
+        "than +-5%% or straddles its target (default: 90 for the steps and the judged evaluation, 120 for the "
+        "trainer, 60 for the other evaluations, 20 with --quick)",
     )
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="autocast of the training steps")
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last memory format")
