@@ -41,11 +41,12 @@ def test_runs_advance_in_lockstep_and_stop_on_a_precise_ratio() -> None:
     out = bench_trainer(work, "cpu", 100.0, lambda s: None, fake_runs(1.0, 0.9, 2.0, calls), flop_ratio=2.0)
     starts = ["start ct", "start bare", "start st"]
     ends = ["end st", "end bare", "end ct"]
-    warm_up = [*starts, "ct", "bare", "st", *ends]
+    warm_up = [*starts, "bare", "ct", "st", *ends]
     assert calls[: len(warm_up)] == warm_up  # one epoch each
-    # three rounds (then the intervals are exact); epoch e's order rotates with the round and the epoch
-    orders = [["ct", "bare", "st", "bare", "st", "ct"], ["bare", "st", "ct", "st", "ct", "bare"],
-              ["st", "ct", "bare", "ct", "bare", "st"]]  # fmt: skip
+    # three rounds (then the intervals are exact); CT always in the middle, the chain reversed with
+    # every epoch and round
+    orders = [["bare", "ct", "st", "st", "ct", "bare"], ["st", "ct", "bare", "bare", "ct", "st"],
+              ["bare", "ct", "st", "st", "ct", "bare"]]  # fmt: skip
     assert calls[len(warm_up) :] == [c for order in orders for c in (*starts, *order, *ends)]
     assert out["repeats"] == {"rounds": 3, "stopped_by": "precision"}
     assert out["ratios"]["ct_trainer_over_bare_steps"]["value"] == pytest.approx(0.9)

@@ -8,8 +8,9 @@ the trainer's defaults do: it re-estimates the full network's BN statistics on t
 calibration images, takes the validation top-1, restores the running statistics and saves
 its weights and optimizer state. A round starts one run of each kind and advances them in
 lockstep: the e-th epochs of the CT trainer, the bare loop and the ST trainer run back to back
-(in a rotating order), so they form a triple taken within seconds of each other, and a slow
-spell of the machine (here they last from a second to whole minutes) hits all three.
+(a chain with the CT trainer in the middle, reversed every epoch), so they form a triple
+taken within seconds of each other, and a slow spell of the machine (here they last from a
+second to whole minutes) hits all three.
 
 Every step is clocked (between step hooks in the trainer; the data path included), and the
 epoch-end work as a whole. Per epoch:
@@ -52,6 +53,7 @@ from .bench_stats import Ratio, median, paired_ratio, repeat_until_precise, verd
 CT_OVER_BARE_TARGET = 0.95  # CT trainer images/s at least 0.95x the bare loop's
 ST_WALL_OVER_FLOPS_TARGET = 1.10  # ST trainer / CT trainer time within 1.10x of their FLOP ratio
 KINDS = ("ct", "bare", "st")
+CHAIN = ("bare", "ct", "st")  # an epoch's order: CT beside the bare loop and beside ST, its two comparisons
 
 
 @dataclass
@@ -204,16 +206,17 @@ def start_run(work: TrainerWork, device: str) -> Callable[[str], contextlib.Abst
 def lockstep_round(
     start: Callable[[str], contextlib.AbstractContextManager[EpochRun]], epochs: int, round_index: int
 ) -> dict[str, dict]:
-    """One run of each kind, advanced in lockstep: epoch e of the three back to back (in an
-    order rotating with the epoch and the round), so the three e-th epochs are a triple taken
-    within seconds of each other and a slow spell of the machine hits all of them."""
+    """One run of each kind, advanced in lockstep: epoch e of the three back to back, so the
+    three e-th epochs are a triple taken within seconds of each other and a slow spell of the
+    machine hits all of them. The order is a chain with the CT trainer in the middle, next to
+    both kinds it is compared with, reversed with every epoch and round (neither neighbour
+    always first)."""
     each: dict[str, list[list[float]]] = {k: [] for k in KINDS}
     whole: dict[str, list[float]] = {k: [] for k in KINDS}
     with contextlib.ExitStack() as stack:
         runs = {k: stack.enter_context(start(k)) for k in KINDS}
         for e in range(epochs):
-            shift = (round_index + e) % len(KINDS)
-            for kind in KINDS[shift:] + KINDS[:shift]:
+            for kind in CHAIN if (round_index + e) % 2 == 0 else CHAIN[::-1]:
                 steps, seconds = runs[kind]()
                 each[kind].append(steps)
                 whole[kind].append(seconds)
