@@ -13,7 +13,13 @@ from stimulative.tools.bench_trainer import (
     bench_trainer,
     trainer_comparisons,
     trainer_epochs,
+    trainer_step_flops,
 )
+
+
+def flops(epochs: int) -> dict[str, list[list[float]]]:
+    """Every step's FLOPs, by epoch (4 steps each, as the fake runs): ST twice CT's."""
+    return {"ct": [[1.0] * 4] * epochs, "st": [[2.0] * 4] * epochs}
 
 
 def fake_runs(ct: float, bare: float, st: float, calls: list[str]):
@@ -38,7 +44,7 @@ def fake_runs(ct: float, bare: float, st: float, calls: list[str]):
 def test_runs_advance_in_lockstep_and_stop_on_a_precise_ratio() -> None:
     calls: list[str] = []
     work = TrainerWork(epochs=2)
-    out = bench_trainer(work, "cpu", 100.0, lambda s: None, fake_runs(1.0, 0.9, 2.0, calls), flop_ratio=2.0)
+    out = bench_trainer(work, "cpu", 100.0, lambda s: None, fake_runs(1.0, 0.9, 2.0, calls), flops(2))
     starts = ["start ct", "start bare", "start st"]
     ends = ["end st", "end bare", "end ct"]
     warm_up = [*starts, "bare", "ct", "st", *ends]
@@ -63,7 +69,7 @@ def test_runs_advance_in_lockstep_and_stop_on_a_precise_ratio() -> None:
 
 
 def test_a_fast_trainer_meets_its_target() -> None:
-    out = bench_trainer(TrainerWork(), "cpu", 100.0, lambda s: None, fake_runs(1.0, 1.0, 3.0, []), flop_ratio=2.0)
+    out = bench_trainer(TrainerWork(), "cpu", 100.0, lambda s: None, fake_runs(1.0, 1.0, 3.0, []), flops(4))
     assert out["verdicts"]["ct_trainer_over_bare_steps"] == "met"
     assert out["verdicts"]["st_over_ct_trainer_wall_over_flops"] == "missed"  # 3/1 over 2 = 1.5
 
@@ -79,11 +85,15 @@ def test_comparisons_pair_the_ith_epochs() -> None:
         "bare": runs_of([1.0, 2.0], [4.0, 1.0]),
         "st": runs_of([2.0, 4.0], [8.0, 2.0]),
     }
-    r = trainer_comparisons(runs, flop_ratio=2.0)
+    r = trainer_comparisons(runs, flops(2))
     assert (r["ct_trainer_over_bare_steps"].low, r["ct_trainer_over_bare_steps"].high) == (1.0, 1.0)
     assert r["ct_trainer_over_bare_without_validation"].value == 0.5
     assert r["st_over_ct_trainer_wall_over_flops"].value == 1.0
     assert r["st_over_ct_trainer_wall_over_flops"].pairs == 4
+    # each epoch over its own FLOPs: the second epochs' ST steps cost 4 units, so they run at twice CT's speed
+    uneven = trainer_comparisons(runs, {"ct": [[1.0], [1.0]], "st": [[2.0], [4.0]]})
+    assert uneven["st_over_ct_trainer_wall_over_flops"].low == 0.5
+    assert uneven["st_over_ct_trainer_wall_over_flops"].value == 0.75
 
 
 def test_the_real_runs_train_the_same_steps_and_time_every_epoch() -> None:
@@ -92,6 +102,9 @@ def test_the_real_runs_train_the_same_steps_and_time_every_epoch() -> None:
         epochs = {"trainer": [trainer() for _ in range(work.epochs)], "bare": [bare() for _ in range(work.epochs)]}
     steps = {k: [len(each) for each, _ in v] for k, v in epochs.items()}
     assert steps["trainer"] == steps["bare"] and all(n > 0 for n in steps["bare"])
+    counted = trainer_step_flops(work)  # every step counted, epoch by epoch, as the runs take them
+    assert [len(f) for f in counted["ct"]] == [len(f) for f in counted["st"]] == steps["trainer"]
+    assert sum(map(sum, counted["st"])) > sum(map(sum, counted["ct"]))
     for run in epochs.values():
         # an epoch's whole time holds its steps and the validation after them
         assert all(0 < sum(each) < whole for each, whole in run)
@@ -106,3 +119,8 @@ def test_an_epoch_counts_its_median_step_and_its_end_as_timed() -> None:
     assert t["end"] == pytest.approx([0.3, 0.4])
     assert t["whole"] == pytest.approx([0.7, 1.0])
     assert t["steps_sum"] == pytest.approx([1.2, 0.6]) and t["whole_sum"] == [1.5, 1.0]
+    # steps of different FLOPs (ST's sub-networks): the median seconds per FLOP times the epoch's FLOPs
+    t = epoch_times([[0.1, 0.2, 0.6]], [1.0], [[1.0, 2.0, 6.0]])
+    assert t["steps"] == pytest.approx([0.9])  # the median step times 3 would say 0.6
+    with pytest.raises(ValueError, match="3 timed steps against 2 counted"):
+        epoch_times([[0.1, 0.2, 0.6]], [1.0], [[1.0, 2.0]])

@@ -4,7 +4,7 @@ import pytest
 
 from stimulative.data import load_data
 from stimulative.training.config import TrainConfig
-from stimulative.training.flops import training_flops
+from stimulative.training.flops import step_flops, training_flops
 
 
 def flops(**kw) -> dict:
@@ -30,3 +30,14 @@ def test_training_flops_count_the_lambda_schedule_and_smaller_inputs():
     assert ct["per_step"] < late["per_step"] < st["per_step"]
     small = flops(mode="st", epochs=4, subnets_per_step=3, subnet_resolution="0.5,0.5")  # sub-networks on 4x4 inputs
     assert ct["per_step"] < small["per_step"] < st["per_step"]
+
+
+def test_every_step_counted_in_order():
+    """``step_flops`` counts each step as ``training_flops`` samples them: over every step,
+    their mean is its per-step figure; sampled sub-networks make the steps differ."""
+    config = TrainConfig(train_fraction=0.3, epochs=2, mode="st", subnets_per_step=2).to_dict()
+    each = step_flops(config)
+    whole = training_flops(config, samples=len(each))
+    assert len(each) == whole["steps"] == whole["samples"]
+    assert sum(each) / len(each) == pytest.approx(whole["per_step"])
+    assert len(set(each)) > 1

@@ -95,7 +95,7 @@ TRAINER_LINES = (  # ratio key, label
     ("ct_trainer_over_bare_same_work", "CT trainer / bare, whole epochs, same validation (>= 0.95)"),
     ("ct_trainer_over_bare_same_work_sums", "  the same from plain sums (machine stalls included)"),
     ("ct_trainer_over_bare_without_validation", "CT trainer whole / bare steps (validating every epoch)"),
-    ("st_over_ct_trainer_wall_over_flops", "ST/CT trainer step time over FLOP ratio {flops:.2f} (<= 1.10)"),
+    ("st_over_ct_trainer_wall_over_flops", "ST/CT trainer step time per FLOP (FLOP ratio {flops:.2f}) (<= 1.10)"),
 )
 
 

@@ -15,16 +15,19 @@ second to whole minutes) hits all three.
 Every step is clocked (between step hooks in the trainer; the data path included), and the
 epoch-end work as a whole. Per epoch:
 
-- ``steps``: the epoch's median step times its steps. The machines here stall now and then
-  (a step of 20 ms taking 50-60 ms, a few times an epoch, on either side), and a sum would
-  let those stalls decide a pair; the plain sums are kept too (``steps_sum``, ``whole_sum``);
+- ``steps``: the epoch's median step times its steps (ST, whose steps differ by the
+  sub-networks drawn: the median seconds per FLOP times the epoch's FLOPs, every step
+  counted). The machines here stall now and then (a step of 20 ms taking 50-60 ms, a few
+  times an epoch, on either side), and a sum would let those stalls decide a pair; the
+  plain sums are kept too (``steps_sum``, ``whole_sum``);
 - ``whole``: ``steps`` plus the epoch-end work (``end``).
 
 The ratios: the CT trainer's images/s over the bare loop's, steps against steps and whole
 against whole (target 0.95 each); the bare loop's steps over the trainer's whole epoch (no
 target: what validating every epoch costs, the lever being ``--val-every``); ST trainer over
-CT trainer step time divided by their FLOP ratio (target 1.10). The bench's runs stop after
-their last epoch: the final evaluation is not part of the comparison and is not run.
+CT trainer step time per FLOP, each epoch over its own FLOPs (target 1.10). The bench's runs
+stop after their last epoch: the final evaluation is not part of the comparison and is not
+run.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from ..runtime import distributed
 from ..runtime.measure import synchronize
 from ..training.callbacks import Callback
 from ..training.config import TrainConfig
-from ..training.flops import training_flops
+from ..training.flops import step_flops
 from ..training.loop import Trainer
 from ..training.optim import make_optimizer, make_scheduler
 from .bench_stats import Ratio, median, paired_ratio, repeat_until_precise, verdict
@@ -86,12 +89,17 @@ class StepClock(Callback):
         self.last = now
 
 
-def epoch_times(each: list[list[float]], whole: list[float]) -> dict:
+StepFlops = dict[str, list[list[float]]]  # per kind, per epoch, every step's FLOPs
+
+
+def epoch_times(each: list[list[float]], whole: list[float], flops: list[list[float]] | None = None) -> dict:
     """Per epoch: ``steps`` (its median step's seconds times its steps: a typical epoch's
     steps, so that a stall of the machine, 2-3 steps long and seen on both sides here, does
-    not decide a pair), ``end`` (the epoch-end work, as timed), ``whole`` (the two added),
-    and the plain sums ``steps_sum`` and ``whole_sum`` as measured."""
-    steps = [median(e) * len(e) for e in each]
+    not decide a pair; with ``flops``, every step's FLOPs, the median seconds per FLOP times
+    the epoch's FLOPs, as ST's steps differ by the sub-networks drawn), ``end`` (the
+    epoch-end work, as timed), ``whole`` (the two added), and the plain sums ``steps_sum``
+    and ``whole_sum`` as measured."""
+    steps = [_typical_steps(e, flops[i] if flops else None) for i, e in enumerate(each)]
     end = [w - sum(e) for e, w in zip(each, whole)]
     return {
         "steps": steps,
@@ -100,6 +108,14 @@ def epoch_times(each: list[list[float]], whole: list[float]) -> dict:
         "steps_sum": [sum(e) for e in each],
         "whole_sum": whole,
     }
+
+
+def _typical_steps(each: list[float], flops: list[float] | None) -> float:
+    if flops is None:
+        return median(each) * len(each)
+    if len(flops) != len(each):
+        raise ValueError(f"an epoch of {len(each)} timed steps against {len(flops)} counted ones")
+    return median([t / f for t, f in zip(each, flops)]) * sum(flops)
 
 
 def trainer_config(work: TrainerWork, mode: str, out: str, device: str) -> TrainConfig:
@@ -204,13 +220,16 @@ def start_run(work: TrainerWork, device: str) -> Callable[[str], contextlib.Abst
 
 
 def lockstep_round(
-    start: Callable[[str], contextlib.AbstractContextManager[EpochRun]], epochs: int, round_index: int
+    start: Callable[[str], contextlib.AbstractContextManager[EpochRun]],
+    epochs: int,
+    round_index: int,
+    flops: StepFlops | None = None,
 ) -> dict[str, dict]:
     """One run of each kind, advanced in lockstep: epoch e of the three back to back, so the
     three e-th epochs are a triple taken within seconds of each other and a slow spell of the
     machine hits all of them. The order is a chain with the CT trainer in the middle, next to
     both kinds it is compared with, reversed with every epoch and round (neither neighbour
-    always first)."""
+    always first). ``flops``: the trainers' steps' FLOPs (:func:`trainer_step_flops`)."""
     each: dict[str, list[list[float]]] = {k: [] for k in KINDS}
     whole: dict[str, list[float]] = {k: [] for k in KINDS}
     with contextlib.ExitStack() as stack:
@@ -220,7 +239,8 @@ def lockstep_round(
                 steps, seconds = runs[kind]()
                 each[kind].append(steps)
                 whole[kind].append(seconds)
-    return {k: {**epoch_times(each[k], whole[k]), "step_count": sum(map(len, each[k]))} for k in KINDS}
+    flops = flops or {}
+    return {k: {**epoch_times(each[k], whole[k], flops.get(k)), "step_count": sum(map(len, each[k]))} for k in KINDS}
 
 
 def _per_epoch(runs: list[dict], key: str) -> list[float]:
@@ -228,10 +248,17 @@ def _per_epoch(runs: list[dict], key: str) -> list[float]:
     return [s for r in runs for s in r[key]]
 
 
-def trainer_comparisons(runs: dict[str, list[dict]], flop_ratio: float, seed: int = 0) -> dict[str, Ratio]:
-    """Paired per-epoch ratios (images/s ratio = seconds ratio upside down, epochs being the same size)."""
+def trainer_comparisons(runs: dict[str, list[dict]], flops: StepFlops, seed: int = 0) -> dict[str, Ratio]:
+    """Paired per-epoch ratios (images/s ratio = seconds ratio upside down, epochs being the
+    same size); ST over CT per FLOP with each epoch's own FLOPs (``flops``:
+    :func:`trainer_step_flops`), as the sub-networks an epoch draws differ."""
     ct_steps, ct_whole = _per_epoch(runs["ct"], "steps"), _per_epoch(runs["ct"], "whole")
     bare_steps, bare_whole = _per_epoch(runs["bare"], "steps"), _per_epoch(runs["bare"], "whole")
+
+    def per_flop(kind: str, seconds: list[float]) -> list[float]:  # runs one after another: epoch i % epochs
+        epochs = [sum(f) for f in flops[kind]]
+        return [t / epochs[i % len(epochs)] for i, t in enumerate(seconds)]
+
     return {
         "ct_trainer_over_bare_steps": paired_ratio(bare_steps, ct_steps, seed),
         "ct_trainer_over_bare_same_work": paired_ratio(bare_whole, ct_whole, seed),
@@ -240,16 +267,22 @@ def trainer_comparisons(runs: dict[str, list[dict]], flop_ratio: float, seed: in
         "ct_trainer_over_bare_same_work_sums": paired_ratio(
             _per_epoch(runs["bare"], "whole_sum"), _per_epoch(runs["ct"], "whole_sum"), seed
         ),
-        "st_over_ct_trainer_wall_over_flops": paired_ratio(_per_epoch(runs["st"], "steps"), ct_steps, seed).scaled(
-            flop_ratio
+        "st_over_ct_trainer_wall_over_flops": paired_ratio(
+            per_flop("st", _per_epoch(runs["st"], "steps")), per_flop("ct", ct_steps), seed
         ),
     }
 
 
-def trainer_flop_ratio(work: TrainerWork) -> float:
-    """FLOPs per step of the ST trainer over the CT trainer's (counted on real steps)."""
-    flops = {m: training_flops(trainer_config(work, m, "", "cpu").to_dict())["per_step"] for m in ("st", "ct")}
-    return flops["st"] / flops["ct"]
+def trainer_step_flops(work: TrainerWork) -> StepFlops:
+    """FLOPs of every step of the CT and the ST trainer's runs, by epoch: the bench's runs
+    share one seed, so epoch e draws the same sub-networks in every round (a mean over 8
+    sampled steps put the ST run's FLOPs 5 % above its steps' at 3 epochs, 4 % below at 5)."""
+    out = {}
+    for mode in ("ct", "st"):
+        each = step_flops(trainer_config(work, mode, "", "cpu").to_dict())
+        n = len(each) // work.epochs
+        out[mode] = [[float(f) for f in each[e * n : (e + 1) * n]] for e in range(work.epochs)]
+    return out
 
 
 def bench_trainer(
@@ -258,19 +291,19 @@ def bench_trainer(
     time_cap: float,
     log: Callable[[str], None],
     start: Callable[[str], contextlib.AbstractContextManager[EpochRun]] | None = None,
-    flop_ratio: float | None = None,
+    flops: StepFlops | None = None,
 ) -> dict:
     """Rounds of the CT trainer, the bare loop and the ST trainer in lockstep, repeated until
     the ratios' intervals are within 5 % or ``time_cap`` seconds have passed. ``start(kind)``:
     a context manager giving a run's next-epoch function (default: the real runs; tests pass
-    fakes, and the FLOP ratio)."""
+    fakes, and their steps' FLOPs)."""
     start = start or start_run(work, device)
-    flop_ratio = flop_ratio or trainer_flop_ratio(work)
-    lockstep_round(start, 1, 0)  # warm-up (first-use costs: imports, allocator, oneDNN kernels)
+    flops = flops or trainer_step_flops(work)
+    lockstep_round(start, 1, 0, flops)  # warm-up (first-use costs: imports, allocator, oneDNN kernels)
     runs: dict[str, list[dict]] = {k: [] for k in KINDS}
 
     def one_round() -> None:
-        for kind, run in lockstep_round(start, work.epochs, len(runs["ct"])).items():
+        for kind, run in lockstep_round(start, work.epochs, len(runs["ct"]), flops).items():
             runs[kind].append(run)
         ct, bare = runs["ct"][-1], runs["bare"][-1]
         log(f"  trainer round {len(runs['ct'])}: CT steps {sum(ct['steps']):.2f} s, whole {sum(ct['whole']):.2f} s; "
@@ -279,12 +312,12 @@ def bench_trainer(
     clock = time.perf_counter()
     stop = repeat_until_precise(
         one_round,
-        lambda: [r for k, r in trainer_comparisons(runs, flop_ratio).items() if k in TARGETS],
+        lambda: [r for k, r in trainer_comparisons(runs, flops).items() if k in TARGETS],
         lambda: time.perf_counter() - clock,
         time_cap,
-        decided=lambda: "undecided" not in trainer_verdicts(trainer_comparisons(runs, flop_ratio)).values(),
+        decided=lambda: "undecided" not in trainer_verdicts(trainer_comparisons(runs, flops)).values(),
     )
-    return trainer_report(runs, flop_ratio, stop, work)
+    return trainer_report(runs, flops, stop, work)
 
 
 TARGETS = {  # ratio: (target, higher is better); the others are reported without a verdict
@@ -298,17 +331,19 @@ def trainer_verdicts(ratios: dict[str, Ratio]) -> dict[str, str]:
     return {k: verdict(ratios[k], target, higher) for k, (target, higher) in TARGETS.items()}
 
 
-def trainer_report(runs: dict[str, list[dict]], flop_ratio: float, stop: dict, work: TrainerWork) -> dict:
-    r = trainer_comparisons(runs, flop_ratio)
+def trainer_report(runs: dict[str, list[dict]], flops: StepFlops, stop: dict, work: TrainerWork) -> dict:
+    r = trainer_comparisons(runs, flops)
     return {
         "work": {"model": "resnet20", "dataset": "digits", **work.__dict__},
-        "st_over_ct_flops": flop_ratio,
+        "st_over_ct_flops": sum(map(sum, flops["st"])) / sum(map(sum, flops["ct"])),
+        "epoch_flops": {k: [sum(f) for f in v] for k, v in flops.items()},
         "ratios": {k: v.to_dict() for k, v in r.items()},
         "verdicts": trainer_verdicts(r),
         "runs": runs,
         "repeats": stop,
         "note": "pairs are epochs (the e-th epoch of the r-th run of each kind, run back to back: the runs "
-        "advance in lockstep); steps: the median step times the steps (the data path included); whole: "
+        "advance in lockstep); steps: the median step times the steps (the data path included; ST: the "
+        "median seconds per FLOP times the epoch's FLOPs); whole: "
         "steps + epoch-end work (trainer: checkpoint, validation with BN re-estimation, metrics record; "
         "bare loop: the same validation in plain PyTorch and a saved state); without_validation: the bare "
         "loop's steps over the trainer's whole epochs, what validating every epoch costs (see --val-every); "
