@@ -190,10 +190,11 @@ def test_every_compared_pair_of_steps_is_timed_back_to_back(amp):
         assert {order[d - 1], order[d + 1]} & {("ct", 0)} and ("reference", n) in (order[d - 1], order[d + 1])
 
 
-def test_a_count_whose_verdicts_are_settled_leaves_the_rounds(monkeypatch) -> None:
+def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     """Six sub-networks sit on their target (wall over FLOPs alternating 1.05 and 1.15 against
     1.10: undecided for ever); one sub-network is settled after the minimum of rounds, so it
-    leaves and the rest go on: its timings are the first rounds', paired with CT's."""
+    waits and the rest go on: its later rounds are None, and its pairs with CT are the rounds
+    that timed both. Once every verdict is decided, the imprecise counts get the rounds."""
     from stimulative.tools import bench
 
     defaults = default_steps("none")
@@ -210,23 +211,20 @@ def test_a_count_whose_verdicts_are_settled_leaves_the_rounds(monkeypatch) -> No
         return 1.0
 
     monkeypatch.setattr(bench, "wall", lambda fn, device: fn())
-    times, stop = bench._time_steps(
-        lambda k, n, r: lambda: seconds(k, n),
-        configs,
-        sizes,
-        torch.device("cpu"),
-        lambda s: None,
-        {c: [1, 1] for c in configs},
-        defaults,
-        time_cap=0.3,
-    )
-    assert stop["stopped_by"] == "time_cap" and stop["rounds_by_count"]["1"] == 3
-    assert stop["rounds_by_count"]["6"] == stop["rounds"] > 3
-    assert len(times[("ct", 0)]) == len(times[("low", 6)]) == 2 * stop["rounds"]
-    assert len(times[("st", 1)]) == len(times[("reference", 1)]) == len(times[("low", 1)]) == 2 * 3
-    r = bench.judged_steps(bench.step_comparisons(times, {c: [1, 1] for c in configs}, 2), defaults)
+    flops = {c: [1, 1] for c in configs}
+    args = (configs, sizes, torch.device("cpu"), lambda s: None, flops, defaults)
+    times, stop = bench._time_steps(lambda k, n, r: lambda: seconds(k, n), *args, time_cap=0.3)
+    rounds = stop["rounds"]
+    assert stop["stopped_by"] == "time_cap" and stop["rounds_by_count"] == {"1": 3, "6": rounds} and rounds > 3
+    assert all(len(t) == 2 * rounds for t in times.values())
+    assert times[("st", 1)][6:] == [None] * (2 * rounds - 6) and None not in times[("low", 6)]
+    r = bench.judged_steps(bench.step_comparisons(times, flops, 2), defaults)
     assert r["wall_over_flops_1"][0].pairs == 6 and r["vs_reference_1"][0].value == 2.0
-    assert r["wall_over_flops_6"][0].pairs == 2 * stop["rounds"]
+    assert r["wall_over_flops_6"][0].pairs == 2 * rounds
+    # every verdict decided: the count whose intervals are wider than 5 % is timed
+    met, wide = (Ratio(1.0, 0.99, 1.01, 9), 1.1, False), (Ratio(1.0, 0.8, 1.05, 9), 1.1, False)
+    judged = {"wall_over_flops_1": met, "vs_reference_1": met, "wall_over_flops_6": wide, "vs_reference_6": met}
+    assert bench.counts_to_time(judged) == {6}
 
 
 def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help() -> None:

@@ -399,31 +399,32 @@ def _time_steps(
     defaults: dict[int, str],
     time_cap: float = 60.0,
     seed: int = 0,
-) -> tuple[dict[tuple[str, int], list[float]], dict]:
+) -> tuple[dict[tuple[str, int], list[float | None]], dict]:
     """Rounds of one timed step per (draw, configuration), after one warm-up: per draw the
     configurations run back to back in the order of ``configs`` (:func:`timing_order`),
     reversed every other time so that neither of two neighbours always goes first; the i-th
     timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair.
     Rounds go on until the ratios with a target are within 5 % and clear of their targets,
-    or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds). A count of
-    sub-networks whose verdicts are settled leaves the rounds (:func:`unsettled_counts`), so
-    the rest get more pairs in the time; its timings are the first rounds', paired with CT's."""
+    or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds). After those, a
+    round times CT and the counts of sub-networks still open (:func:`counts_to_time`), so
+    they get more pairs in the time; a count left out of a round has ``None`` for it, and
+    its pairs are the rounds in which both sides were timed."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
-    times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
-    counts = set(SUBNET_COUNTS)
+    times: dict[tuple[str, int], list[float | None]] = {c: [] for c in configs}
 
     def judged() -> dict[str, tuple[Ratio, float, bool]]:
         return judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults)
 
     def one_round() -> None:
         p = len(times[("ct", 0)]) // sizes.draws
-        if p >= max(MIN_PAIRS, sizes.passes):
-            counts.intersection_update(unsettled_counts(judged()))
+        counts = counts_to_time(judged()) if p >= max(MIN_PAIRS, sizes.passes) else set(SUBNET_COUNTS)
         chain = [c for c in configs if c[0] == "ct" or c[1] in counts]
         for r in range(sizes.draws):
+            for c in configs:
+                times[c].append(None)
             for c in chain if (p * sizes.draws + r) % 2 == 0 else chain[::-1]:
-                times[c].append(wall(step(*c, r), device))
+                times[c][-1] = wall(step(*c, r), device)
         log(f"  round {p + 1}: CT {sum(times[('ct', 0)][-sizes.draws :]):.3f} s over {sizes.draws} steps")
 
     for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
@@ -437,27 +438,32 @@ def _time_steps(
         decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
     )
     stop["rounds"] = len(times[("ct", 0)]) // sizes.draws  # all rounds, the minimum's included
-    stop["rounds_by_count"] = {str(n): len(times[("st", n)]) // sizes.draws for n in SUBNET_COUNTS}
+    stop["rounds_by_count"] = {
+        str(n): sum(t is not None for t in times[("st", n)]) // sizes.draws for n in SUBNET_COUNTS
+    }
     return times, stop
 
 
-def unsettled_counts(judged: dict[str, tuple[Ratio, float, bool]]) -> set[int]:
-    """The numbers of sub-networks with a verdict still undecided or an interval wider than
-    5 % (``judged``: :func:`judged_steps`); the others need no more timings."""
-    return {
-        n
-        for n in SUBNET_COUNTS
-        for name in (f"wall_over_flops_{n}", f"vs_reference_{n}")
-        if verdict(*judged[name]) == "undecided" or not precise_enough([judged[name][0]])
-    }
+def counts_to_time(judged: dict[str, tuple[Ratio, float, bool]]) -> set[int]:
+    """The numbers of sub-networks the next round times (``judged``: :func:`judged_steps`):
+    those with a verdict still undecided; when every verdict is decided, those with an
+    interval wider than 5 %. A settled count waits, so the open ones get the rounds."""
+
+    def names(n: int) -> tuple[str, str]:
+        return f"wall_over_flops_{n}", f"vs_reference_{n}"
+
+    undecided = {n for n in SUBNET_COUNTS if any(verdict(*judged[k]) == "undecided" for k in names(n))}
+    return undecided or {n for n in SUBNET_COUNTS if not precise_enough([judged[k][0] for k in names(n)])}
 
 
-def _round_sums(times: list[float], draws: int) -> list[float]:
-    return [sum(times[i : i + draws]) for i in range(0, len(times), draws)]
+def _round_sums(times: list[float | None], draws: int) -> list[float]:
+    """Per round that timed the configuration, its draws' seconds summed."""
+    rounds = [times[i : i + draws] for i in range(0, len(times), draws)]
+    return [sum(r) for r in rounds if None not in r]
 
 
 def step_comparisons(
-    times: dict[tuple[str, int], list[float]], flops: dict[tuple[str, int], list[int]], draws: int, seed: int = 0
+    times: dict[tuple[str, int], list[float | None]], flops: dict[tuple[str, int], list[int]], draws: int, seed: int = 0
 ) -> dict[str, Ratio]:
     """The paired ratios the bench reports on the training steps, every pair taken over its
     own draw's FLOPs (seconds per FLOP of A over B): draws of shallow and deep sub-networks
@@ -465,12 +471,10 @@ def step_comparisons(
     draw, a median jumping between them. ``wall_over_flops`` is that ratio itself; a time
     ratio (``X_over_Y``) is it times the two configurations' FLOP ratio over all draws."""
 
-    def per_flop(c: tuple[str, int]) -> list[float]:
-        return [t / flops[c][i % draws] for i, t in enumerate(times[c])]
-
-    def paired(a: tuple[str, int], b: tuple[str, int]) -> Ratio:
-        k = min(len(times[a]), len(times[b]))  # a count that left the rounds: its first rounds are the pairs
-        return paired_ratio(per_flop(a)[:k], per_flop(b)[:k], seed)
+    def paired(a: tuple[str, int], b: tuple[str, int]) -> Ratio:  # the rounds that timed both
+        pairs = [(i, u, v) for i, (u, v) in enumerate(zip(times[a], times[b])) if u is not None and v is not None]
+        num = [u / flops[a][i % draws] for i, u, _ in pairs]
+        return paired_ratio(num, [v / flops[b][i % draws] for i, _, v in pairs], seed)
 
     def time_ratio(a: tuple[str, int], b: tuple[str, int]) -> Ratio:
         return paired(a, b).scaled(sum(flops[b]) / sum(flops[a]))
@@ -511,7 +515,7 @@ def judged_steps(r: dict[str, Ratio], defaults: dict[int, str]) -> dict[str, tup
 
 
 def _step_ratios(
-    times: dict[tuple[str, int], list[float]],
+    times: dict[tuple[str, int], list[float | None]],
     flops: dict[tuple[str, int], list[int]],
     draws: int,
     defaults: dict[int, str],
