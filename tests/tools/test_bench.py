@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -190,6 +191,13 @@ def test_every_compared_pair_of_steps_is_timed_back_to_back(amp):
         assert {order[d - 1], order[d + 1]} & {("ct", 0)} and ("reference", n) in (order[d - 1], order[d + 1])
 
 
+def tick_clock(seconds: float) -> SimpleNamespace:
+    """A stand-in for the ``time`` module whose clock advances ``seconds`` per read: time caps
+    then stop after a fixed number of rounds on any machine."""
+    reads = itertools.count()
+    return SimpleNamespace(perf_counter=lambda: next(reads) * seconds)
+
+
 def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     """Six sub-networks sit on their target (wall over FLOPs alternating 1.05 and 1.15 against
     1.10: undecided for ever); one sub-network is settled after the minimum of rounds, so it
@@ -211,6 +219,7 @@ def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
         return 1.0
 
     monkeypatch.setattr(bench, "wall", lambda fn, device: fn())
+    monkeypatch.setattr(bench, "time", tick_clock(0.05))  # the cap in clock reads, whatever the machine's speed
     flops = {c: [1, 1] for c in configs}
     args = (configs, sizes, torch.device("cpu"), lambda s: None, flops, defaults)
     times, stop = bench._time_steps(lambda k, n, r: lambda: seconds(k, n), *args, time_cap=0.3)
@@ -227,13 +236,15 @@ def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     assert bench.counts_to_time(judged) == {6}
 
 
-def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help() -> None:
+def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help(monkeypatch) -> None:
     """The speedup alternates 4.6x and 5.4x against 5x (undecided for ever) while the
     fraction of the limit is a steady 90 %: the naive way is timed in the first rounds and
     for half the cap, then the rounds time the shared walk and the modules only, and stop
     as soon as the fraction alone is precise; the speedup pairs the naive rounds only."""
+    from stimulative.tools import bench
     from stimulative.tools.bench import eval_verdict, repeated
 
+    monkeypatch.setattr(bench, "time", tick_clock(0.01))
     calls = itertools.count()
 
     def measure(naive: bool) -> dict:
