@@ -83,3 +83,13 @@ def test_a_precise_but_undecided_ratio_goes_on_until_decided_or_the_cap() -> Non
         "rounds": 5, "stopped_by": "precision", "pairs": 5}  # fmt: skip
     never = run_rule(noise=0.005, cap=8, decided=lambda: False)
     assert never["stopped_by"] == "time_cap" and never["rounds"] == 8
+
+
+def test_once_per_round_computes_again_only_after_a_round() -> None:
+    from stimulative.tools.bench_stats import once_per_round
+
+    rounds, calls = [1], []
+    cached = once_per_round(lambda: calls.append(len(rounds)) or len(calls), lambda: len(rounds))
+    assert cached() == cached() == 1 and calls == [1]
+    rounds.append(2)
+    assert cached() == 2 and calls == [1, 2]

@@ -78,6 +78,7 @@ from .bench_stats import (
     MIN_PAIRS,
     Ratio,
     median,
+    once_per_round,
     paired_ratio,
     precise_enough,
     repeat_until_precise,
@@ -413,8 +414,10 @@ def _time_steps(
         step(k, n, 0)()
     times: dict[tuple[str, int], list[float | None]] = {c: [] for c in configs}
 
-    def judged() -> dict[str, tuple[Ratio, float, bool]]:
-        return judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults)
+    judged = once_per_round(
+        lambda: judged_steps(step_comparisons(times, flops, sizes.draws, seed), defaults),
+        lambda: len(times[("ct", 0)]),
+    )
 
     def one_round() -> None:
         p = len(times[("ct", 0)]) // sizes.draws
@@ -732,13 +735,14 @@ def repeated(
     fraction of the limit needs no naive timing, so the rest of the time buys it more pairs."""
     rounds: list[dict] = []
     start = time.perf_counter()
+    ratios_now = once_per_round(lambda: _round_ratios(rounds, seed), lambda: len(rounds))
 
     def one_round() -> None:
-        naive = judge is None or naive_needed(rounds, seed, time.perf_counter() - start, time_cap)
+        naive = judge is None or naive_needed(rounds, ratios_now, time.perf_counter() - start, time_cap)
         rounds.append(measure(naive))
 
     def measured() -> list[Ratio]:  # without the naive way, the fraction of the limit is all that still moves
-        r = _round_ratios(rounds, seed)
+        r = ratios_now()
         return list(r.values()) if "naive_seconds" in rounds[-1] else [r["fraction_of_limit"]]
 
     stop = repeat_until_precise(
@@ -746,7 +750,7 @@ def repeated(
         measured,
         lambda: time.perf_counter() - start,
         time_cap,
-        decided=lambda: judge is None or judge(_round_ratios(rounds, seed)) != "undecided",
+        decided=lambda: judge is None or judge(ratios_now()) != "undecided",
     )
     timed = [r for r in rounds if "naive_seconds" in r]  # the first rounds: naive is never taken up again
     out = dict(rounds[0])
@@ -772,7 +776,7 @@ def repeated(
     return out
 
 
-def naive_needed(rounds: list[dict], seed: int, elapsed: float, time_cap: float) -> bool:
+def naive_needed(rounds: list[dict], ratios: Callable[[], dict[str, Ratio]], elapsed: float, time_cap: float) -> bool:
     """Whether the next round of the judged evaluation times the naive way: in the first
     rounds, then while its speedup is unsettled (undecided against 5x, or wider than 5 %),
     for half the cap at most; never again once left out, so its rounds are the first ones."""
@@ -780,7 +784,7 @@ def naive_needed(rounds: list[dict], seed: int, elapsed: float, time_cap: float)
         return True
     if "naive_seconds" not in rounds[-1] or elapsed >= time_cap / 2:
         return False
-    speedup = _round_ratios(rounds, seed)["speedup"]
+    speedup = ratios()["speedup"]
     return verdict(speedup, SHARED_EVAL_TARGET, True) == "undecided" or not precise_enough([speedup])
 
 

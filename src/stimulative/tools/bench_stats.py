@@ -13,6 +13,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -99,3 +102,19 @@ def repeat_until_precise(
             return {"rounds": rounds, "stopped_by": "time_cap"}
         if rounds >= max_rounds:
             return {"rounds": rounds, "stopped_by": "max_rounds"}
+
+
+def once_per_round(compute: Callable[[], T], rounds: Callable[[], int]) -> Callable[[], T]:
+    """``compute()`` again only when ``rounds()`` has changed: the stopping rule, its verdicts
+    and the scheduling of a round all read the same bootstraps, which take a good part of a
+    second per round and would otherwise come out of the time cap two or three times."""
+    memo: dict[int, T] = {}
+
+    def cached() -> T:
+        n = rounds()
+        if n not in memo:
+            memo.clear()
+            memo[n] = compute()
+        return memo[n]
+
+    return cached

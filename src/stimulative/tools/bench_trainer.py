@@ -51,7 +51,7 @@ from ..training.config import TrainConfig
 from ..training.flops import step_flops
 from ..training.loop import Trainer
 from ..training.optim import make_optimizer, make_scheduler
-from .bench_stats import Ratio, median, paired_ratio, repeat_until_precise, verdict
+from .bench_stats import Ratio, median, once_per_round, paired_ratio, repeat_until_precise, verdict
 
 CT_OVER_BARE_TARGET = 0.95  # CT trainer images/s at least 0.95x the bare loop's
 ST_WALL_OVER_FLOPS_TARGET = 1.10  # ST trainer / CT trainer time within 1.10x of their FLOP ratio
@@ -310,12 +310,13 @@ def bench_trainer(
             f"bare steps {sum(bare['steps']):.2f} s, whole {sum(bare['whole']):.2f} s")  # fmt: skip
 
     clock = time.perf_counter()
+    ratios = once_per_round(lambda: trainer_comparisons(runs, flops), lambda: len(runs["ct"]))
     stop = repeat_until_precise(
         one_round,
-        lambda: [r for k, r in trainer_comparisons(runs, flops).items() if k in TARGETS],
+        lambda: [r for k, r in ratios().items() if k in TARGETS],
         lambda: time.perf_counter() - clock,
         time_cap,
-        decided=lambda: "undecided" not in trainer_verdicts(trainer_comparisons(runs, flops)).values(),
+        decided=lambda: "undecided" not in trainer_verdicts(ratios()).values(),
     )
     return trainer_report(runs, flops, stop, work)
 
