@@ -231,9 +231,15 @@ def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     assert r["wall_over_flops_1"][0].pairs == 6 and r["vs_reference_1"][0].value == 2.0
     assert r["wall_over_flops_6"][0].pairs == 2 * rounds
     # every verdict decided: the count whose intervals are wider than 5 % is timed
-    met, wide = (Ratio(1.0, 0.99, 1.01, 9), 1.1, False), (Ratio(1.0, 0.8, 1.05, 9), 1.1, False)
+    met, wide = (Ratio(1.0, 0.99, 1.01, 9), 1.1, False), (Ratio(1.0, 0.93, 1.07, 9), 1.1, False)
     judged = {"wall_over_flops_1": met, "vs_reference_1": met, "wall_over_flops_6": wide, "vs_reference_6": met}
     assert bench.counts_to_time(judged) == {6}
+    # a count decided on a very wide interval (met by its upper end) goes on beside an undecided one
+    lucky, open_ = (Ratio(0.96, 0.68, 1.09, 9), 1.1, False), (Ratio(1.1, 1.05, 1.15, 9), 1.1, False)
+    judged = {"wall_over_flops_1": open_, "vs_reference_1": met, "wall_over_flops_6": lucky, "vs_reference_6": met}
+    assert bench.counts_to_time(judged) == {1, 6}
+    judged["wall_over_flops_6"] = wide  # within twice the goal: it waits for the undecided one
+    assert bench.counts_to_time(judged) == {1}
 
 
 def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help(monkeypatch) -> None:

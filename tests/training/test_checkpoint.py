@@ -244,10 +244,10 @@ def test_missing_files_are_named(tmp_path):
         ckpt.load_state(str(folder))
 
 
-def test_the_best_epoch_file_reuses_its_checkpoints_bytes(tmp_path, monkeypatch):
+def test_the_best_epoch_file_reuses_its_checkpoints_file(tmp_path, monkeypatch):
     """After each validated epoch the best weights are the epoch's checkpointed weights (the
-    validation's BN re-estimation is undone): written from the checkpoint's bytes, not
-    serialised a second time."""
+    validation's BN re-estimation is undone): the checkpoint's file linked, not serialised a
+    second time."""
     from stimulative.cli import main as cli
 
     serialised = []
@@ -261,9 +261,59 @@ def test_the_best_epoch_file_reuses_its_checkpoints_bytes(tmp_path, monkeypatch)
     best = (out / "best.safetensors").read_bytes()
     assert best == (out / "checkpoint" / "model.safetensors").read_bytes()
     assert best == real(_loaded(out / "best.safetensors"))  # and the bytes are the weights themselves
+    assert os.path.samefile(out / "best.safetensors", out / "checkpoint" / "model.safetensors")
+
+
+def test_best_weights_outlive_the_checkpoint_they_link(tmp_path):
+    """A later checkpoint replaces the folder (renames, never writes in place): the linked
+    best weights keep the earlier content."""
+    folder, best = tmp_path / "checkpoint", str(tmp_path / "best.safetensors")
+    early, late = _model(seed=0), _model(seed=1)
+    _save(folder, early)
+    ckpt.save_weights(early, best, str(folder / ckpt.WEIGHTS_FILE))
+    _save(folder, late, step=4)
+    assert _loaded(best).state_dict().keys() == early.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(_loaded(best).state_dict().values(), early.state_dict().values()))
+    assert not os.path.samefile(best, folder / ckpt.WEIGHTS_FILE)
+
+
+def test_best_weights_are_written_where_links_are_refused(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise OSError(errno.EPERM, "links not supported")
+
+    monkeypatch.setattr(os, "link", refuse)
+    folder, best = tmp_path / "checkpoint", tmp_path / "best.safetensors"
+    model = _model()
+    _save(folder, model)
+    ckpt.save_weights(model, str(best), str(folder / ckpt.WEIGHTS_FILE))
+    assert best.read_bytes() == (folder / ckpt.WEIGHTS_FILE).read_bytes()
+    assert not os.path.samefile(best, folder / ckpt.WEIGHTS_FILE)
 
 
 def _loaded(path):
     model = _model()
     model.load_state_dict(load_file(str(path)))
     return model
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named(bad):
+    from stimulative.training.callbacks import check_finite_weights
+    from stimulative.training.run_dir import TrainingError
+
+    model = _model()
+    name = [n for n, p in model.state_dict().items() if p.is_floating_point()][-3]
+    model.state_dict()[name].view(-1)[0] = bad
+    with pytest.raises(TrainingError, match=rf"non-finite value in {name} at step 7"):
+        check_finite_weights(model, 7)
+
+
+def test_finite_weights_too_large_to_sum_pass():
+    """The one sum over all weights overflows here; the weights are finite, so no error."""
+    from stimulative.training.callbacks import check_finite_weights
+
+    model = _model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(torch.finfo(p.dtype).max)
+    check_finite_weights(model, 7)

@@ -4,6 +4,7 @@ tracking. Each hook receives the :class:`~stimulative.training.loop.Trainer`."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,15 @@ def check_finite(trainer: Trainer, sums: dict, epoch: int) -> None:
 
 
 def check_finite_weights(model: torch.nn.Module, step: int) -> None:
-    for name, p in model.state_dict().items():
+    """Raise naming the first weight or buffer holding a NaN or an infinity. One sum over all
+    of them first (a NaN or infinity anywhere makes it non-finite; one reduction instead of
+    one per tensor); only if it is non-finite, which a sum too large for its type can also
+    make it, are the tensors looked at one by one."""
+    state = model.state_dict()
+    floats = [p.detach().reshape(-1) for p in state.values() if p.is_floating_point()]
+    if not floats or torch.isfinite(torch.cat(floats).sum()):
+        return
+    for name, p in state.items():
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise TrainingError(f"non-finite value in {name} at step {step}; the last good checkpoint is kept")
 
@@ -128,8 +137,8 @@ class Checkpointer(Callback):
             "best": trainer.best,
         }
         if trainer.env.is_main:
-            files = ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
-            trainer.saved_weights = (at_step, files["model.safetensors"])
+            ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
+            trainer.saved_weights = (at_step, os.path.join(trainer.run.checkpoint_dir, ckpt.WEIGHTS_FILE))
 
 
 class ConsoleLog(Callback):
@@ -209,7 +218,7 @@ class BestEpoch(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, sums: dict) -> None:
         record = trainer.last_record
         key = validation_key(trainer.cfg)
-        (step, data), trainer.saved_weights = trainer.saved_weights or (-1, None), None  # not held beyond the epoch
+        (step, saved), trainer.saved_weights = trainer.saved_weights or (-1, None), None  # not held beyond the epoch
         if not trainer.env.is_main or record is None or record.get(key) is None:
             return
         best = trainer.best
@@ -219,8 +228,8 @@ class BestEpoch(Callback):
                 "top1": record[key],
                 "split": "test" if trainer.cfg.select_on_test else "val",
             }
-            # the epoch's checkpoint holds these very weights (validation restores BN): no second serialisation
-            save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS), data if step == trainer.step else None)
+            # the epoch's checkpoint holds these very weights (validation restores BN): linked, not written again
+            save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS), saved if step == trainer.step else None)
 
 
 class KLTracker(Callback):

@@ -11,6 +11,7 @@ finds it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ from ..runtime.weights import WeightsFileError, read_weights, state_dict_mismatc
 
 META_KEYS = {"step": int, "epoch": int, "model": str, "num_classes": int, "in_chans": int, "config": dict}
 STATE_KEYS = ("optimizer", "scheduler", "rng")
+WEIGHTS_FILE = "model.safetensors"
 
 
 class CheckpointError(RuntimeError):
@@ -53,11 +55,23 @@ def weights_bytes(model: nn.Module) -> bytes:
     return save_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-def save_weights(model: nn.Module, path: str, data: bytes | None = None) -> None:
-    """Write the model's weights to ``path`` (.safetensors) atomically; ``data``: those
-    weights already serialised by :func:`weights_bytes` (e.g. a checkpoint's, just written)."""
-    _write_file(path + ".tmp", data if data is not None else weights_bytes(model))
-    os.replace(path + ".tmp", path)
+def save_weights(model: nn.Module, path: str, same_as: str | None = None) -> None:
+    """Write the model's weights to ``path`` (.safetensors) atomically. ``same_as``: a
+    weights file known to hold these very weights (the checkpoint just written), hard-linked
+    instead of serialised and written again; checkpoints are replaced by renames, never
+    rewritten in place, so the link keeps its content. Where links are refused (some network
+    and FUSE file systems), the weights are written."""
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    if same_as is not None:
+        try:
+            os.link(same_as, tmp)
+        except OSError:
+            same_as = None
+    if same_as is None:
+        _write_file(tmp, weights_bytes(model))
+    os.replace(tmp, path)
 
 
 def serialize(model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> dict[str, bytes]:
@@ -65,7 +79,7 @@ def serialize(model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> 
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return {
-        "model.safetensors": weights_bytes(model),
+        WEIGHTS_FILE: weights_bytes(model),
         "state.pt": buffer.getvalue(),
         "meta.json": json.dumps(meta, indent=1).encode(),
     }
@@ -144,7 +158,7 @@ def check_compatible(folder: str, meta: dict[str, Any], model: str, num_classes:
 
 def load_weights(folder: str, model: nn.Module) -> None:
     """Load the checkpoint's ``model.safetensors`` into ``model``, naming any mismatch of architecture."""
-    load_weights_file(os.path.join(folder, "model.safetensors"), model, f"checkpoint {folder!r}")
+    load_weights_file(os.path.join(folder, WEIGHTS_FILE), model, f"checkpoint {folder!r}")
 
 
 def load_weights_file(path: str, model: nn.Module, what: str = "") -> None:

@@ -134,7 +134,7 @@ class Trainer:
         self.step, self.train_seconds, self.resumed_sums = 0, 0.0, None
         self.best: dict | None = None  # {"epoch", "top1", "split"} of the best validation top-1 so far
         self._calibration: list[torch.Tensor] | None = None
-        self.saved_weights: tuple[int, bytes] | None = None  # (step, safetensors bytes) of the last checkpoint
+        self.saved_weights: tuple[int, str] | None = None  # (step, weights file) of the last checkpoint
         self.resumed = self._resume()
         distributed.barrier()  # every rank has read the folder before rank 0 changes it
         if env.is_main:
