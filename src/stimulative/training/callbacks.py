@@ -4,7 +4,6 @@ tracking. Each hook receives the :class:`~stimulative.training.loop.Trainer`."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ def check_finite(trainer: Trainer, sums: dict, epoch: int) -> None:
     """Stop at the first non-finite loss, naming the checkpoint that is kept."""
     bad = int(sums["first_bad"])
     if bad >= 0:
+        trainer.checkpoints.wait()
         last = trainer.run.latest_checkpoint()
         kept = (
             f"the last good checkpoint {last!r} (step {ckpt.load_meta(last)['step']}) is kept"
@@ -137,8 +137,7 @@ class Checkpointer(Callback):
             "best": trainer.best,
         }
         if trainer.env.is_main:
-            ckpt.save_checkpoint(trainer.run.checkpoint_dir, trainer.model, state, meta)
-            trainer.saved_weights = (at_step, os.path.join(trainer.run.checkpoint_dir, ckpt.WEIGHTS_FILE))
+            trainer.saved_weights = (at_step, trainer.checkpoints.save(trainer.model, state, meta))
 
 
 class ConsoleLog(Callback):
@@ -229,6 +228,7 @@ class BestEpoch(Callback):
                 "split": "test" if trainer.cfg.select_on_test else "val",
             }
             # the epoch's checkpoint holds these very weights (validation restores BN): linked, not written again
+            trainer.checkpoints.wait()
             save_weights(trainer.model, trainer.run.file(RunDir.BEST_WEIGHTS), saved if step == trainer.step else None)
 
 

@@ -4,7 +4,9 @@ A checkpoint is a folder: ``model.safetensors`` (weights), ``state.pt`` (optimiz
 scheduler, grad scaler and random states: tensors and plain data only, read back with
 ``torch.load(weights_only=True)``, never with a fallback) and ``meta.json`` (position,
 config, architecture). Everything is serialised in memory first, then written into
-``<name>.tmp``, every file flushed and fsynced, then swapped in by renames; the previous
+``<name>.tmp`` (:func:`stage_checkpoint`), every file fsynced, then swapped in by renames
+(:func:`commit_checkpoint`; the trainer runs this part on a worker thread,
+:class:`~stimulative.training.checkpoint_writer.CheckpointWriter`); the previous
 checkpoint stays as ``<name>.old`` until the new one is complete. A crash at any moment
 therefore leaves ``<name>`` or ``<name>.old`` complete, and :func:`latest_checkpoint`
 finds it."""
@@ -17,7 +19,7 @@ import json
 import os
 import pickle
 import shutil
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -34,7 +36,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, damaged, unsafe or belongs to another model."""
 
 
-def _fsync_dir(path: str) -> None:
+def _fsync(path: str) -> None:
+    """Make a written file, or a folder's entries, durable (a read-only descriptor serves)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -43,11 +46,9 @@ def _fsync_dir(path: str) -> None:
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` and make it durable (flush, then fsync)."""
+    """Write ``data`` to ``path`` (durable only after :func:`_fsync`)."""
     with open(path, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def weights_bytes(model: nn.Module) -> bytes:
@@ -71,6 +72,7 @@ def save_weights(model: nn.Module, path: str, same_as: str | None = None) -> Non
             same_as = None
     if same_as is None:
         _write_file(tmp, weights_bytes(model))
+        _fsync(tmp)
     os.replace(tmp, path)
 
 
@@ -90,31 +92,52 @@ def save_checkpoint(folder: str, model: nn.Module, state: dict[str, Any], meta: 
     (a full disk, an interrupt) the previous checkpoint is left complete and loadable; an
     ``OSError`` is re-raised as :class:`CheckpointError` saying so."""
     files = serialize(model, state, meta)
-    tmp, old = folder + ".tmp", folder + ".old"
+    stage_checkpoint(folder, files, meta.get("step"))
+    commit_checkpoint(folder, meta.get("step"))
+    return files
+
+
+def stage_checkpoint(folder: str, files: dict[str, bytes], step: int | None) -> None:
+    """Write a checkpoint's files into ``<folder>.tmp``, not yet durable nor in place
+    (:func:`commit_checkpoint` does both); on any error nothing is left of it."""
+    tmp = folder + ".tmp"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         for name, data in files.items():
             _write_file(os.path.join(tmp, name), data)
-        _fsync_dir(tmp)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            previous = latest_checkpoint(folder)
-            kept = f"the previous checkpoint {previous!r} is intact" if previous else "no earlier checkpoint exists"
-            raise CheckpointError(
-                f"cannot write checkpoint {folder!r} at step {meta.get('step')}: {e.strerror or e}; {kept}"
-            ) from e
-        raise
-    # swap: folder -> .old, .tmp -> folder; a crash in between leaves .old, which
-    # latest_checkpoint falls back to
+        _abandon(folder, step, e)
+
+
+def commit_checkpoint(folder: str, step: int | None) -> None:
+    """Make the staged ``<folder>.tmp`` durable (every file, then the folder, fsynced), then
+    swap it in: folder -> .old, .tmp -> folder; a crash in between leaves .old, which
+    :func:`latest_checkpoint` falls back to."""
+    tmp, old = folder + ".tmp", folder + ".old"
+    try:
+        for name in os.listdir(tmp):
+            _fsync(os.path.join(tmp, name))
+        _fsync(tmp)
+    except BaseException as e:
+        _abandon(folder, step, e)
     if os.path.isdir(folder):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
     os.replace(tmp, folder)
-    _fsync_dir(os.path.dirname(os.path.abspath(folder)))
+    _fsync(os.path.dirname(os.path.abspath(folder)))
     shutil.rmtree(old, ignore_errors=True)
-    return files
+
+
+def _abandon(folder: str, step: int | None, e: BaseException) -> NoReturn:
+    """Remove the staged ``<folder>.tmp`` and raise: an ``OSError`` as a
+    :class:`CheckpointError` naming the checkpoint still intact, anything else as it is."""
+    shutil.rmtree(folder + ".tmp", ignore_errors=True)
+    if isinstance(e, OSError):
+        previous = latest_checkpoint(folder)
+        kept = f"the previous checkpoint {previous!r} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(f"cannot write checkpoint {folder!r} at step {step}: {e.strerror or e}; {kept}") from e
+    raise e
 
 
 def latest_checkpoint(folder: str) -> str | None:

@@ -5,6 +5,7 @@ and individual training of one sub-network, shaped like torchvision's reference 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ from .callbacks import (
     forget_redone_work,
     tensorboard_writer,
 )
+from .checkpoint_writer import CheckpointWriter
 from .config import TrainConfig
 from .ddp import JointForward, freeze_unused, wrap_ddp
 from .model_setup import build_model, check_input_size, load_initial_weights
@@ -134,6 +136,7 @@ class Trainer:
         self.step, self.train_seconds, self.resumed_sums = 0, 0.0, None
         self.best: dict | None = None  # {"epoch", "top1", "split"} of the best validation top-1 so far
         self._calibration: list[torch.Tensor] | None = None
+        self.checkpoints = CheckpointWriter(self.run.checkpoint_dir)
         self.saved_weights: tuple[int, str] | None = None  # (step, weights file) of the last checkpoint
         self.resumed = self._resume()
         distributed.barrier()  # every rank has read the folder before rank 0 changes it
@@ -239,6 +242,8 @@ class Trainer:
 
     def interrupted_message(self) -> str:
         """What an interrupted run left, and how to continue it."""
+        with contextlib.suppress(ckpt.CheckpointError):  # a failed last commit: the one before is named
+            self.checkpoints.wait()
         found = self.run.latest_checkpoint()
         if found is None:
             return (
@@ -322,9 +327,10 @@ class Trainer:
             c.on_epoch_end(self, epoch, sums)
 
     def close(self) -> None:
-        """After the last epoch: the callbacks' ends, the event writer closed."""
+        """After the last epoch: the callbacks' ends, the last checkpoint in place, the event writer closed."""
         for c in self.callbacks:
             c.on_train_end(self)
+        self.checkpoints.wait()
         if self.writer is not None:
             self.writer.close()
 
