@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import torch
 
-from stimulative.runtime.measure import timer_kind
+from stimulative.runtime.measure import set_up_objects_frozen, timer_kind
 from stimulative.tools.bench import (
     BenchConfig,
     Sizes,
@@ -66,3 +68,13 @@ def test_the_bench_judges_the_step_training_would_take() -> None:
     assert default_steps("none") == {1: "st", 6: "low"}
     assert default_steps("bf16") == {1: "st", 6: "low"}
     assert default_steps("fp16") == {1: "st", 6: "st"}
+
+
+def test_set_up_objects_are_frozen_for_the_timed_section_only():
+    set_up = [[] for _ in range(100)]  # tracked objects made before the timed section
+    with set_up_objects_frozen():
+        assert gc.get_freeze_count() >= len(set_up)
+        inside = gc.get_freeze_count()
+        made_inside = [[] for _ in range(100)]
+        assert gc.get_freeze_count() == inside  # what the section allocates is collected as usual
+    assert gc.get_freeze_count() == 0 and made_inside

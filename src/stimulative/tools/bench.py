@@ -67,7 +67,7 @@ from ..core.sampling import (
 from ..evaluation.walk import SubnetWalk, subnet_bn
 from ..models import create_model
 from ..runtime.files import write_json
-from ..runtime.measure import count_flops, peak_memory, timer_kind, wall
+from ..runtime.measure import count_flops, peak_memory, set_up_objects_frozen, timer_kind, wall
 from ..training.accelerate import compile_blocks
 from ..training.accelerate import prepare_model as prepare_for_speed
 from ..training.backward import resolve_backward
@@ -431,16 +431,17 @@ def _time_steps(
                 times[c][-1] = wall(step(*c, r), device)
         log(f"  round {p + 1}: CT {sum(times[('ct', 0)][-sizes.draws :]):.3f} s over {sizes.draws} steps")
 
-    for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
-        one_round()
-    start = time.perf_counter()
-    stop = repeat_until_precise(
-        one_round,
-        lambda: [r for r, _, _ in judged().values()],
-        lambda: time.perf_counter() - start,
-        time_cap,
-        decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
-    )
+    with set_up_objects_frozen():  # the models' set-up is not collected in the timed rounds
+        for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
+            one_round()
+        start = time.perf_counter()
+        stop = repeat_until_precise(
+            one_round,
+            lambda: [r for r, _, _ in judged().values()],
+            lambda: time.perf_counter() - start,
+            time_cap,
+            decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
+        )
     stop["rounds"] = len(times[("ct", 0)]) // sizes.draws  # all rounds, the minimum's included
     stop["rounds_by_count"] = {
         str(n): sum(t is not None for t in times[("st", n)]) // sizes.draws for n in SUBNET_COUNTS
@@ -752,13 +753,14 @@ def repeated(
         r = ratios_now()
         return list(r.values()) if "naive_seconds" in rounds[-1] else [r["fraction_of_limit"]]
 
-    stop = repeat_until_precise(
-        one_round,
-        measured,
-        lambda: time.perf_counter() - start,
-        time_cap,
-        decided=lambda: judge is None or judge(ratios_now()) != "undecided",
-    )
+    with set_up_objects_frozen():
+        stop = repeat_until_precise(
+            one_round,
+            measured,
+            lambda: time.perf_counter() - start,
+            time_cap,
+            decided=lambda: judge is None or judge(ratios_now()) != "undecided",
+        )
     timed = [r for r in rounds if "naive_seconds" in r]  # the first rounds: naive is never taken up again
     out = dict(rounds[0])
     for key in ("naive_seconds", "naive_calibration_seconds", "shared_seconds", "shared_calibration_seconds"):

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from ..data import load_digits_data
 from ..models import create_model
 from ..runtime import distributed
-from ..runtime.measure import synchronize
+from ..runtime.measure import set_up_objects_frozen, synchronize
 from ..training.callbacks import Callback
 from ..training.config import TrainConfig
 from ..training.flops import step_flops
@@ -234,6 +234,7 @@ def lockstep_round(
     whole: dict[str, list[float]] = {k: [] for k in KINDS}
     with contextlib.ExitStack() as stack:
         runs = {k: stack.enter_context(start(k)) for k in KINDS}
+        stack.enter_context(set_up_objects_frozen())  # the runs' set-up is not collected in their epochs
         for e in range(epochs):
             for kind in CHAIN if (round_index + e) % 2 == 0 else CHAIN[::-1]:
                 steps, seconds = runs[kind]()
