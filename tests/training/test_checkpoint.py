@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 
 from stimulative.models import create_model
 from stimulative.training import checkpoint as ckpt
+from stimulative.training.callbacks import check_finite_weights
+from stimulative.training.run_dir import TrainingError
 
 META = {
     "step": 3,
@@ -298,9 +300,6 @@ def _loaded(path):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_weights_are_named(bad):
-    from stimulative.training.callbacks import check_finite_weights
-    from stimulative.training.run_dir import TrainingError
-
     model = _model()
     name = [n for n, p in model.state_dict().items() if p.is_floating_point()][-3]
     model.state_dict()[name].view(-1)[0] = bad
@@ -310,8 +309,6 @@ def test_non_finite_weights_are_named(bad):
 
 def test_finite_weights_too_large_to_sum_pass():
     """The one sum over all weights overflows here; the weights are finite, so no error."""
-    from stimulative.training.callbacks import check_finite_weights
-
     model = _model()
     with torch.no_grad():
         for p in model.parameters():
