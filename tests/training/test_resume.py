@@ -142,6 +142,9 @@ def install(where: str, n: int) -> None:
             def __init__(self, fh):
                 self.fh = fh
 
+            def __getattr__(self, name):  # flush, fileno: the real file's
+                return getattr(self.fh, name)
+
             def __enter__(self):
                 return self
 
