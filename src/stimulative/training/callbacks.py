@@ -57,7 +57,7 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
     one per tensor); only if it is non-finite, which a sum too large for its type can also
     make it, are the tensors looked at one by one."""
     state = model.state_dict()
-    floats = [p.detach().reshape(-1) for p in state.values() if p.is_floating_point()]
+    floats = [p.reshape(-1) for p in state.values() if p.is_floating_point()]  # state_dict(): detached already
     if not floats or torch.isfinite(torch.cat(floats).sum()):
         return
     for name, p in state.items():
