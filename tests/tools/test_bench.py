@@ -17,7 +17,7 @@ from stimulative.models import create_model
 from stimulative.runtime.measure import count_flops, peak_memory
 from stimulative.tools.bench import BenchConfig, Sizes, default_steps, format_table, run_bench, timing_order
 from stimulative.tools.bench_eval_parts import shared_estimate
-from stimulative.tools.bench_stats import Ratio, paired_ratio, verdict
+from stimulative.tools.bench_stats import MIN_PAIRS_AT_CAP, Ratio, paired_ratio, verdict
 
 TINY = Sizes(batch=4, image=8, eval_images=6, calib_images=5, draws=2, passes=1)
 ARCH20 = create_model("resnet20", num_classes=10).architecture
@@ -74,7 +74,8 @@ def test_ratios_are_those_of_the_measurements(results) -> None:
     e = results["models"]["resnet20"]
     times, flops, draws = e["step_seconds"], e["flops_per_draw"], e["draws"]
     assert e["repeats"]["rounds"] * draws == len(times["ct"]) >= 3 * draws
-    assert e["repeats"]["stopped_by"] == "time_cap" and all(len(v) == len(times["ct"]) for v in times.values())
+    assert e["repeats"]["stopped_by"] in ("time_cap", "hard_cap")  # at 0.01 s, or 3x that for an open verdict
+    assert all(len(v) == len(times["ct"]) for v in times.values())
     assert e["default_step"] == {"1": "joint", "6": "per-subnet"}
 
     def per_flop(name: str) -> list[float]:
@@ -201,8 +202,9 @@ def tick_clock(seconds: float) -> SimpleNamespace:
 def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     """Six sub-networks sit on their target (wall over FLOPs alternating 1.05 and 1.15 against
     1.10: undecided for ever); one sub-network is settled after the minimum of rounds, so it
-    waits and the rest go on: its later rounds are None, and its pairs with CT are the rounds
-    that timed both. Once every verdict is decided, the imprecise counts get the rounds."""
+    waits and the rest go on, past the cap to three times it: its later rounds are None, and
+    its pairs with CT are the rounds that timed both. Once every verdict is decided, the
+    imprecise counts get the rounds."""
     from stimulative.tools import bench
 
     defaults = default_steps("none")
@@ -224,7 +226,9 @@ def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     args = (configs, sizes, torch.device("cpu"), lambda s: None, flops, defaults)
     times, stop = bench._time_steps(lambda k, n, r: lambda: seconds(k, n), *args, time_cap=0.3)
     rounds = stop["rounds"]
-    assert stop["stopped_by"] == "time_cap" and stop["rounds_by_count"] == {"1": 3, "6": rounds} and rounds > 3
+    assert stop["rounds_by_count"] == {"1": 3, "6": rounds} and rounds > 3
+    # undecided on fewer pairs than the minimum at the cap: on to three times the cap
+    assert stop["stopped_by"] == "hard_cap" and stop["past_cap"] > 0 and 2 * rounds < MIN_PAIRS_AT_CAP
     assert all(len(t) == 2 * rounds for t in times.values())
     assert times[("st", 1)][6:] == [None] * (2 * rounds - 6) and None not in times[("low", 6)]
     r = bench.judged_steps(bench.step_comparisons(times, flops, 2), defaults)

@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from stimulative.tools.bench_stats import Ratio, paired_ratio, repeat_until_precise, verdict
+from stimulative.tools.bench_stats import (
+    MIN_PAIRS_AT_CAP,
+    Ratio,
+    open_on_few_pairs,
+    paired_ratio,
+    repeat_until_precise,
+    verdict,
+)
 
 
 def noisy(base: float, noise: float, n: int, seed: int) -> list[float]:
@@ -52,8 +59,8 @@ def test_paired_ratio_rejects_unpaired_timings() -> None:
         paired_ratio([1.0, 2.0], [1.0])
 
 
-def run_rule(noise: float, cap: float, decided=lambda: True) -> dict:
-    """The stopping rule on a fake clock: each round costs one second."""
+def run_rule(noise: float, cap: float, decided=lambda: True, open_at_cap=None) -> dict:
+    """The stopping rule on a fake clock: each round costs one second; ``open_at_cap(a, b)``."""
     a, b, clock = [], [], [0.0]
     rng = random.Random(0)
 
@@ -62,7 +69,10 @@ def run_rule(noise: float, cap: float, decided=lambda: True) -> dict:
         b.append(1.0 * (1 + rng.uniform(-noise, noise)))
         clock[0] += 1.0
 
-    out = repeat_until_precise(one_round, lambda: [paired_ratio(a, b)], lambda: clock[0], cap, decided=decided)
+    held = (lambda: open_at_cap(a, b)) if open_at_cap else (lambda: False)
+    out = repeat_until_precise(
+        one_round, lambda: [paired_ratio(a, b)], lambda: clock[0], cap, decided=decided, open_at_cap=held
+    )
     return {**out, "pairs": len(a)}
 
 
@@ -83,6 +93,35 @@ def test_a_precise_but_undecided_ratio_goes_on_until_decided_or_the_cap() -> Non
         "rounds": 5, "stopped_by": "precision", "pairs": 5}  # fmt: skip
     never = run_rule(noise=0.005, cap=8, decided=lambda: False)
     assert never["stopped_by"] == "time_cap" and never["rounds"] == 8
+
+
+def test_an_open_ratio_on_few_pairs_goes_on_past_the_cap_up_to_the_hard_cap() -> None:
+    """At the cap, a ratio still open on few pairs holds the rule until it has them; a
+    ratio that never settles stops at three times the cap."""
+    until_12 = run_rule(noise=0.005, cap=8, decided=lambda: False, open_at_cap=lambda a, b: len(a) < 12)
+    assert until_12 == {"rounds": 12, "stopped_by": "time_cap", "past_cap": 4, "pairs": 12}
+    never = run_rule(noise=0.005, cap=8, decided=lambda: False, open_at_cap=lambda a, b: True)
+    assert never == {"rounds": 24, "stopped_by": "hard_cap", "past_cap": 16, "pairs": 24}
+
+
+def test_an_undecided_noisy_ratio_gets_its_minimum_pairs_at_the_cap() -> None:
+    """A ratio of 1.5 judged against 1.5 stays undecided: past the cap of 20 rounds it goes
+    on to :data:`MIN_PAIRS_AT_CAP` pairs, short of the hard cap (60)."""
+    out = run_rule(noise=0.9, cap=20, open_at_cap=lambda a, b: open_on_few_pairs([(paired_ratio(a, b), 1.5, False)]))
+    assert out == {"rounds": MIN_PAIRS_AT_CAP, "stopped_by": "time_cap", "past_cap": MIN_PAIRS_AT_CAP - 20,
+                   "pairs": MIN_PAIRS_AT_CAP}  # fmt: skip
+
+
+def test_open_on_few_pairs_names_undecided_or_wide_ratios_short_of_pairs() -> None:
+    few, enough = MIN_PAIRS_AT_CAP - 1, MIN_PAIRS_AT_CAP
+    undecided = Ratio(1.0, 0.95, 1.15, few)
+    met_wide = Ratio(0.96, 0.68, 1.09, few)  # met against 1.10 on an interval of -29 % / +14 %
+    met_narrow = Ratio(0.96, 0.93, 0.99, few)
+    assert open_on_few_pairs([(undecided, 1.1, False)])
+    assert open_on_few_pairs([(met_narrow, 1.1, False), (met_wide, 1.1, False)])
+    assert not open_on_few_pairs([(met_narrow, 1.1, False)])
+    assert not open_on_few_pairs([(Ratio(1.0, 0.95, 1.15, enough), 1.1, False)])
+    assert not open_on_few_pairs([(Ratio(0.96, 0.68, 1.09, enough), 1.1, False)])
 
 
 def test_once_per_round_computes_again_only_after_a_round() -> None:

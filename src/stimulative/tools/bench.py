@@ -29,8 +29,8 @@ order where every pair a verdict compares runs back to back (reversed every othe
 the i-th timings of two configurations are a pair taken seconds apart at most. Every ratio
 is the median of the per-pair ratios with a seeded 95 % bootstrap interval
 (:mod:`stimulative.tools.bench_stats`), repeated until the interval is within 5 % and, for
-a ratio with a target, clear of it, or the time cap; a target is met, missed or undecided by
-that interval. Evaluation's speedup is set beside its time-weighted limit and
+a ratio with a target, clear of it, or the time cap (one still open on few pairs goes on, up
+to three times the cap); a target is met, missed or undecided by that interval. Evaluation's speedup is set beside its time-weighted limit and
 each way's overhead (:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
 with CUDA events; ``amp``, ``channels_last`` and ``compile_mode`` set up the steps as
 training would.
@@ -80,6 +80,7 @@ from .bench_stats import (
     Ratio,
     median,
     once_per_round,
+    open_on_few_pairs,
     paired_ratio,
     precise_enough,
     repeat_until_precise,
@@ -106,7 +107,7 @@ class Sizes:
     eval_images: int
     calib_images: int
     draws: int  # sampled draws of sub-networks (one training step each)
-    passes: int  # timed passes over the draws (the minimum per draw is kept)
+    passes: int  # rounds timed at least (each: one step per configuration and draw)
     eval_min_depths: tuple[int, ...] | None = None  # evaluated space (default: the default space)
 
 
@@ -441,6 +442,7 @@ def _time_steps(
             lambda: time.perf_counter() - start,
             time_cap,
             decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
+            open_at_cap=lambda: open_on_few_pairs(judged().values()),
         )
     stop["rounds"] = len(times[("ct", 0)]) // sizes.draws  # all rounds, the minimum's included
     stop["rounds_by_count"] = {
@@ -849,7 +851,8 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
         "(torch.profiler memory events)",
         "timing_method": "rounds of one step per (configuration, draw), configurations interleaved; ratios are "
         "medians of per-round ratios with a 95 % bootstrap interval, repeated until its half-width is within "
-        "5 % and, with a target, the interval is clear of it, or the time cap; after 3 rounds a round times only "
+        "5 % and, with a target, the interval is clear of it, or the time cap (a comparison with a target still "
+        "undecided or wider than 10 % goes on to 36 pairs, up to 3x the cap); after 3 rounds a round times only "
         "the configurations of verdicts still open: undecided or wider than 10 % (null where left out; pairs are "
         "the rounds that timed both); the set-up's objects frozen for the garbage collector during the rounds; "
         "one step = forward, loss, zero_grad, backward, optimizer.step()",

@@ -51,7 +51,7 @@ from ..training.config import TrainConfig
 from ..training.flops import step_flops
 from ..training.loop import Trainer
 from ..training.optim import make_optimizer, make_scheduler
-from .bench_stats import Ratio, median, once_per_round, paired_ratio, repeat_until_precise, verdict
+from .bench_stats import Ratio, median, once_per_round, open_on_few_pairs, paired_ratio, repeat_until_precise, verdict
 
 CT_OVER_BARE_TARGET = 0.95  # CT trainer images/s at least 0.95x the bare loop's
 ST_WALL_OVER_FLOPS_TARGET = 1.10  # ST trainer / CT trainer time within 1.10x of their FLOP ratio
@@ -318,6 +318,7 @@ def bench_trainer(
         lambda: time.perf_counter() - clock,
         time_cap,
         decided=lambda: "undecided" not in trainer_verdicts(ratios()).values(),
+        open_at_cap=lambda: open_on_few_pairs((ratios()[k], *goal) for k, goal in TARGETS.items()),
     )
     return trainer_report(runs, flops, stop, work)
 
