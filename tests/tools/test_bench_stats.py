@@ -115,13 +115,13 @@ def test_an_undecided_noisy_ratio_gets_its_minimum_pairs_at_the_cap() -> None:
 def test_open_on_few_pairs_names_undecided_or_wide_ratios_short_of_pairs() -> None:
     few, enough = MIN_PAIRS_AT_CAP - 1, MIN_PAIRS_AT_CAP
     undecided = Ratio(1.0, 0.95, 1.15, few)
-    met_wide = Ratio(0.96, 0.68, 1.09, few)  # met against 1.10 on an interval of -29 % / +14 %
-    met_narrow = Ratio(0.96, 0.93, 0.99, few)
+    met_wide = Ratio(1.06, 0.92, 1.10, few)  # met against 1.10 on an interval of ±8.5 %
+    met_narrow = Ratio(0.96, 0.93, 0.99, few)  # ±3 %
     assert open_on_few_pairs([(undecided, 1.1, False)])
     assert open_on_few_pairs([(met_narrow, 1.1, False), (met_wide, 1.1, False)])
     assert not open_on_few_pairs([(met_narrow, 1.1, False)])
     assert not open_on_few_pairs([(Ratio(1.0, 0.95, 1.15, enough), 1.1, False)])
-    assert not open_on_few_pairs([(Ratio(0.96, 0.68, 1.09, enough), 1.1, False)])
+    assert not open_on_few_pairs([(Ratio(1.06, 0.92, 1.10, enough), 1.1, False)])
 
 
 def test_once_per_round_computes_again_only_after_a_round() -> None:
