@@ -77,8 +77,8 @@ def test_a_fast_trainer_meets_its_target() -> None:
 def test_a_trainer_undecided_at_the_cap_goes_on_to_its_minimum_pairs(monkeypatch) -> None:
     """The CT trainer's epochs alternate 1.0 and 1.1 s against the bare loop's 1.0: its
     ratio straddles 0.95 for ever. The clock is the CT epochs run (4 per round, the warm-up's
-    one first): past the cap of 12 (round 3), the rounds go on until the ratio has
-    MIN_PAIRS_AT_CAP pairs (9 rounds of 4 epochs), short of three times the cap."""
+    one first): past the cap of 16 (round 4), the rounds go on until the ratio has
+    MIN_PAIRS_AT_CAP pairs (12 rounds of 4 epochs), short of three times the cap."""
     from types import SimpleNamespace
 
     from stimulative.tools import bench_trainer as module
@@ -96,10 +96,10 @@ def test_a_trainer_undecided_at_the_cap_goes_on_to_its_minimum_pairs(monkeypatch
         yield epoch
 
     monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: float(calls.count("ct"))))
-    out = bench_trainer(TrainerWork(epochs=4), "cpu", 12.0, lambda s: None, start, flops(4))
+    out = bench_trainer(TrainerWork(epochs=4), "cpu", 16.0, lambda s: None, start, flops(4))
     assert out["verdicts"]["ct_trainer_over_bare_steps"] == "undecided"
-    assert out["ratios"]["ct_trainer_over_bare_steps"]["pairs"] == MIN_PAIRS_AT_CAP == 36
-    assert out["repeats"] == {"rounds": 9, "stopped_by": "time_cap", "past_cap": 6}
+    assert out["ratios"]["ct_trainer_over_bare_steps"]["pairs"] == MIN_PAIRS_AT_CAP == 48
+    assert out["repeats"] == {"rounds": 12, "stopped_by": "time_cap", "past_cap": 8}
 
 
 def test_comparisons_pair_the_ith_epochs() -> None:

@@ -852,7 +852,7 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
         "timing_method": "rounds of one step per (configuration, draw), configurations interleaved; ratios are "
         "medians of per-round ratios with a 95 % bootstrap interval, repeated until its half-width is within "
         "5 % and, with a target, the interval is clear of it, or the time cap (a comparison with a target still "
-        "undecided or wider than 5 % goes on to 36 pairs, up to 3x the cap); after 3 rounds a round times only "
+        "undecided or wider than 5 % goes on to 48 pairs, up to 3x the cap); after 3 rounds a round times only "
         "the configurations of verdicts still open: undecided or wider than 10 % (null where left out; pairs are "
         "the rounds that timed both); the set-up's objects frozen for the garbage collector during the rounds; "
         "one step = forward, loss, zero_grad, backward, optimizer.step()",

@@ -22,10 +22,10 @@ RESAMPLES = 2000
 REL_HALF_WIDTH = 0.05  # stop when the interval's half-width is within 5 % of the ratio
 MIN_PAIRS = 3
 # At the time cap, a ratio with a target still open on fewer pairs than this goes on (up to
-# HARD_CAP_FACTOR times the cap): 9 to 18 pairs of steps a second long gave intervals of
-# +-10 to 13 % on this project's 2-core machines, the same model's verdict met in one run
-# and undecided in the next; 28 to 57 pairs gave +-3 to 6 %.
-MIN_PAIRS_AT_CAP = 36
+# HARD_CAP_FACTOR times the cap): in the quick benches of this project's 2-core machines,
+# 14 to 18 pairs of resnet50_cifar's steps gave intervals of +-8 to 13 % (the same verdict
+# met in one run, undecided in the next), 40 to 57 pairs of any model's +-3 to 6 %.
+MIN_PAIRS_AT_CAP = 48
 HARD_CAP_FACTOR = 3.0
 
 
