@@ -30,8 +30,9 @@ the i-th timings of two configurations are a pair taken seconds apart at most. E
 is the median of the per-pair ratios with a seeded 95 % bootstrap interval
 (:mod:`stimulative.tools.bench_stats`), repeated until the interval is within 5 % and, for
 a ratio with a target, clear of it, or the time cap (one still open on few pairs goes on, up
-to three times the cap); a target is met, missed or undecided by that interval. Evaluation's speedup is set beside its time-weighted limit and
-each way's overhead (:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
+to three times the cap); a target is met, missed or undecided by that interval. Evaluation's
+speedup is set beside its time-weighted limit and each way's overhead
+(:mod:`stimulative.tools.bench_eval_parts`). On CUDA, times are taken
 with CUDA events; ``amp``, ``channels_last`` and ``compile_mode`` set up the steps as
 training would.
 """
