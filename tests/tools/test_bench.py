@@ -238,6 +238,11 @@ def test_rounds_go_to_the_counts_still_open(monkeypatch) -> None:
     met, wide = (Ratio(1.0, 0.99, 1.01, 9), 1.1, False), (Ratio(1.0, 0.93, 1.07, 9), 1.1, False)
     judged = {"wall_over_flops_1": met, "vs_reference_1": met, "wall_over_flops_6": wide, "vs_reference_6": met}
     assert bench.counts_to_time(judged) == {6}
+    # past the cap, the count that holds the rounds there (decided on ±8 %, 20 pairs) is timed, not one
+    # undecided on enough pairs, which no longer holds them
+    many, held = (Ratio(1.1, 1.05, 1.15, 60), 1.1, False), (Ratio(1.0, 0.92, 1.08, 20), 1.1, False)
+    judged = {"wall_over_flops_1": held, "vs_reference_1": met, "wall_over_flops_6": many, "vs_reference_6": met}
+    assert bench.counts_to_time(judged) == {6} and bench.counts_to_time(judged, past_cap=True) == {1}
     # a count decided on a very wide interval (met by its upper end) goes on beside an undecided one
     lucky, open_ = (Ratio(0.96, 0.68, 1.09, 9), 1.1, False), (Ratio(1.1, 1.05, 1.15, 9), 1.1, False)
     judged = {"wall_over_flops_1": open_, "vs_reference_1": met, "wall_over_flops_6": lucky, "vs_reference_6": met}

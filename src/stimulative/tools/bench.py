@@ -410,9 +410,8 @@ def _time_steps(
     timings of two configurations (round ``i // draws``, draw ``i % draws``) are a pair.
     Rounds go on until the ratios with a target are within 5 % and clear of their targets,
     or ``time_cap`` seconds have passed (at least ``sizes.passes`` rounds). After those, a
-    round times CT and the counts of sub-networks still open (:func:`counts_to_time`), so
-    they get more pairs in the time; a count left out of a round has ``None`` for it, and
-    its pairs are the rounds in which both sides were timed."""
+    round times CT and the counts of sub-networks still open (:func:`counts_to_time`); a
+    count left out of a round has ``None`` for it, its pairs the rounds that timed both."""
     for k, n in configs:  # warm-up
         step(k, n, 0)()
     times: dict[tuple[str, int], list[float | None]] = {c: [] for c in configs}
@@ -422,9 +421,17 @@ def _time_steps(
         lambda: len(times[("ct", 0)]),
     )
 
+    asked_at_cap: list[bool] = []  # the stopping rule asks open_at_cap only at or past the cap
+
+    def open_at_cap() -> bool:
+        asked_at_cap.append(True)
+        return open_on_few_pairs(judged().values())
+
     def one_round() -> None:
         p = len(times[("ct", 0)]) // sizes.draws
-        counts = counts_to_time(judged()) if p >= max(MIN_PAIRS, sizes.passes) else set(SUBNET_COUNTS)
+        counts = (
+            counts_to_time(judged(), bool(asked_at_cap)) if p >= max(MIN_PAIRS, sizes.passes) else set(SUBNET_COUNTS)
+        )
         chain = [c for c in configs if c[0] == "ct" or c[1] in counts]
         for r in range(sizes.draws):
             for c in configs:
@@ -443,24 +450,31 @@ def _time_steps(
             lambda: time.perf_counter() - start,
             time_cap,
             decided=lambda: all(verdict(*v) != "undecided" for v in judged().values()),
-            open_at_cap=lambda: open_on_few_pairs(judged().values()),
+            open_at_cap=open_at_cap,
         )
-    stop["rounds"] = len(times[("ct", 0)]) // sizes.draws  # all rounds, the minimum's included
-    stop["rounds_by_count"] = {
-        str(n): sum(t is not None for t in times[("st", n)]) // sizes.draws for n in SUBNET_COUNTS
-    }
-    return times, stop
+    return times, {**stop, **_rounds_timed(times, sizes.draws)}
 
 
-def counts_to_time(judged: dict[str, tuple[Ratio, float, bool]]) -> set[int]:
+def _rounds_timed(times: dict[tuple[str, int], list[float | None]], draws: int) -> dict:
+    """All rounds (the minimum's included), and the rounds each count of sub-networks was timed in."""
+    counts = {str(n): sum(t is not None for t in times[("st", n)]) // draws for n in SUBNET_COUNTS}
+    return {"rounds": len(times[("ct", 0)]) // draws, "rounds_by_count": counts}
+
+
+def counts_to_time(judged: dict[str, tuple[Ratio, float, bool]], past_cap: bool = False) -> set[int]:
     """The numbers of sub-networks the next round times (``judged``: :func:`judged_steps`):
     those with a verdict still undecided or an interval wider than twice the precision goal
     (a verdict decided on a few wide rounds, e.g. 0.96 [0.68, 1.09] against 1.10, is met by
     luck as much as by its speed); when none is, those not yet within the goal. A settled
-    count waits, so the open ones get the rounds."""
+    count waits, so the open ones get the rounds. Past the time cap, the counts that hold
+    the rounds there (:func:`open_on_few_pairs`), so none waits while the rounds go on for it."""
 
     def names(n: int) -> tuple[str, str]:
         return f"wall_over_flops_{n}", f"vs_reference_{n}"
+
+    holding = {n for n in SUBNET_COUNTS if open_on_few_pairs(judged[k] for k in names(n))}
+    if past_cap and holding:
+        return holding
 
     def within(n: int, goal: float) -> bool:
         return precise_enough([judged[k][0] for k in names(n)], goal)
