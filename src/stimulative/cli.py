@@ -16,6 +16,7 @@ from .cli_grammar import (
     check_device,
     check_folders,
     check_mode_flags,
+    check_mode_keys,
     check_out_is_folder,
     check_yaml_keys,
     out_folder,
@@ -48,6 +49,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         check_yaml_keys(args.config)  # every bad key at once, before the first one stops the loader
     cfg = resolve_config(args)
     check_mode_flags(args, cfg.mode)
+    if args.config and (warning := check_mode_keys(args.config, cfg.mode, args.mode is not None)):
+        print(warning, file=sys.stderr)
     train(cfg)
 
 

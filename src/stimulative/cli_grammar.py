@@ -14,7 +14,7 @@ from dataclasses import fields
 
 import yaml
 
-from .training.config import FORMER_KEYS, TrainConfig
+from .training.config import FORMER_KEYS, TrainConfig, load_yaml_options
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (the GPU if there is one) (default: auto)"
@@ -96,17 +96,31 @@ class GroupedParser:
         return self.groups[section].add_argument(flag, **kwargs)
 
 
+def _ignored(names: list[str], mode: str, as_flags: bool = True) -> str:
+    """``--mode M ignores --x (read by --mode N only), ...`` for option ``names``."""
+    shown = ["--" + n.replace("_", "-") if as_flags else n for n in names]
+    detail = ", ".join(f"{s} (read by --mode {MODE_ONLY[n][0]} only)" for s, n in zip(shown, names))
+    return f"--mode {mode} ignores {detail}"
+
+
 def check_mode_flags(args: argparse.Namespace, mode: str) -> None:
     """An error for every flag given on the command line that ``mode`` does not read."""
-    ignored = [
-        "--" + name.replace("_", "-")
-        for name, modes in MODE_ONLY.items()
-        if getattr(args, name, None) is not None and mode not in modes
-    ]
+    ignored = [n for n, modes in MODE_ONLY.items() if getattr(args, n, None) is not None and mode not in modes]
     if ignored:
-        where = {"--" + n.replace("_", "-"): MODE_ONLY[n][0] for n in MODE_ONLY}
-        detail = ", ".join(f"{flag} (read by --mode {where[flag]} only)" for flag in ignored)
-        raise ValueError(f"--mode {mode} ignores {detail}; remove {'them' if len(ignored) > 1 else 'it'}")
+        raise ValueError(f"{_ignored(ignored, mode)}; remove {'them' if len(ignored) > 1 else 'it'}")
+
+
+def check_mode_keys(path: str, mode: str, mode_from_flag: bool) -> str | None:
+    """The YAML file's options that ``mode`` does not read: an error when the file's own
+    mode (or the default) ignores them, the file contradicting itself; a warning, returned,
+    when ``--mode`` on the command line overrides the file's (one file reused across modes)."""
+    ignored = [n for n in load_yaml_options(path) if n in MODE_ONLY and mode not in MODE_ONLY[n]]
+    if not ignored:
+        return None
+    message = f"config {path!r}: {_ignored(ignored, mode, as_flags=False)}"
+    if not mode_from_flag:
+        raise ValueError(f"{message}; remove {'them' if len(ignored) > 1 else 'it'} or set the mode that reads them")
+    return f"warning: {message} (--mode {mode} given on the command line)"
 
 
 def check_yaml_keys(path: str, cls: type = TrainConfig) -> None:

@@ -1,5 +1,5 @@
 """The grammar every command shares (issue 16): no abbreviations, "did you mean", --version,
-all bad YAML keys at once, errors for flags the mode ignores, --device, missing folders,
+all bad YAML keys at once, errors for flags (and YAML options) the mode ignores, --device, missing folders,
 `models` with several names, train --help grouped by section."""
 
 from __future__ import annotations
@@ -58,6 +58,40 @@ def test_flags_the_mode_ignores_are_errors(capsys, tmp_path, flags, named):
     err = _fails(capsys, ["train", *flags, "--out", str(tmp_path / "r")])
     assert named in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("mode: ct\nkl_weight: 2\n", "--mode ct ignores kl_weight (read by --mode st only)"),
+        ("drop_path_rate: 0.2\n", "--mode st ignores drop_path_rate (read by --mode stochastic-depth only)"),
+    ],
+)
+def test_yaml_options_its_own_mode_ignores_are_errors(capsys, tmp_path, text, named):
+    """A file whose mode (given or the default, st) does not read one of its options."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    err = _fails(capsys, ["train", "--config", str(path), "--out", str(tmp_path / "r")])
+    assert f"config {str(path)!r}: {named}; remove it or set the mode that reads them" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_yaml_options_a_command_line_mode_ignores_are_a_warning(capsys, tmp_path):
+    """--mode on the command line over a file written for another mode: the file is reused
+    on purpose, so training goes on and the options left unread are named."""
+    from stimulative.cli_grammar import check_mode_keys
+
+    path = tmp_path / "c.yaml"
+    tiny = "epochs: 1\ntrain_fraction: 0.05\nbatch_size: 16\neval_subnets: 2\ncalib_images: 32\nprogress: false\n"
+    path.write_text(f"mode: st\nkl_weight: 2\ntemperature: 2\n{tiny}workers: 0\ndevice: cpu\n")
+    warning = (f"warning: config {str(path)!r}: --mode ct ignores kl_weight (read by --mode st only), "
+               "temperature (read by --mode st only) (--mode ct given on the command line)")  # fmt: skip
+    assert main(["train", "--config", str(path), "--mode", "ct", "--out", str(tmp_path / "r")]) == 0
+    assert warning in capsys.readouterr().err.splitlines()
+    assert (tmp_path / "r" / "results.json").exists()
+    assert check_mode_keys(str(path), "st", mode_from_flag=True) is None
+    with pytest.raises(ValueError, match="remove them or set the mode"):
+        check_mode_keys(str(path), "ct", mode_from_flag=False)
 
 
 def test_device_names_the_choices(capsys, tmp_path):
