@@ -455,7 +455,12 @@ class TrainConfig:
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
     """One flag per dataclass field; defaults stay None so we can tell what was given."""
-    parser.add_argument("--config", metavar="YAML", help="YAML file of options; flags given here override it")
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="YAML file of options; flags given here override it. An option its mode does not read is an error "
+        "(a warning when --mode here overrides the file's)",
+    )
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default!r})"
