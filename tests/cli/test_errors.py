@@ -16,29 +16,10 @@ from safetensors.torch import load_file
 from stimulative.cli import main
 from stimulative.training import checkpoint as ckpt
 
-TINY = [  # steps counted below assume the whole training split (no validation split)
-    "--val-fraction",
-    "0",
-    "--train-fraction",
-    "0.05",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "1",
-    "--eval-subnets",
-    "2",
-    "--calib-images",
-    "32",
-    "--eval-batch-size",
-    "256",
-    "--workers",
-    "0",
-    "--no-progress",
-    "--device",
-    "cpu",
-    "--eval-bn",
-    "running",
-]
+from ..tiny import tiny_flags
+
+# steps counted below assume the whole training split (no validation split)
+TINY = tiny_flags(val_fraction=0, epochs=1, eval_batch_size=256, workers=0, device="cpu", eval_bn="running")
 
 
 def cli(args, capsys):

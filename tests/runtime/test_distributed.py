@@ -38,40 +38,15 @@ from stimulative.runtime.distributed import rank_generator, shard_bounds, shard_
 from stimulative.training.config import TrainConfig
 from stimulative.training.steps import training_step
 
+from ..tiny import tiny_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # 270 training images, global batch 64: 4 steps per epoch, 8 in all; checkpoints every 3
-TINY = [  # steps counted below assume the whole training split (no validation split)
-    "--val-fraction",
-    "0",
-    "--model",
-    "resnet20",
-    "--dataset",
-    "digits",
-    "--train-fraction",
-    "0.2",
-    "--batch-size",
-    "64",
-    "--epochs",
-    "2",
-    "--lr",
-    "0.002",
-    "--checkpoint-every",
-    "3",
-    "--eval-subnets",
-    "3",
-    "--calib-images",
-    "64",
-    "--eval-batch-size",
-    "500",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--log-every",
-    "2",
-]
+# steps counted below assume the whole training split (no validation split)
+TINY = tiny_flags(val_fraction=0, model="resnet20", dataset="digits", train_fraction=0.2, batch_size=64, epochs=2,
+                  lr=0.002, checkpoint_every=3, eval_subnets=3, calib_images=64, eval_batch_size=500, workers=0,
+                  device="cpu", log_every=2)  # fmt: skip
 # Two float32 runs that are equal in exact arithmetic (gradients summed in another order,
 # across processes) drift apart by rounding: about 1e-5 of a tensor's scale after 8 steps
 # here (an Intel Xeon; BN running variances near 3.5 differed by 1.7e-5 absolute, so any

@@ -16,22 +16,10 @@ from stimulative.evaluation.walk import naive_subnet_logits
 from stimulative.tools.export import load_standalone
 from stimulative.training.run_dir import RunDir
 
+from ..tiny import tiny_flags
+
 # a few steps: the weights need not be good, the export must be exact
-TINY = [
-    "--epochs",
-    "1",
-    "--train-fraction",
-    "0.05",
-    "--batch-size",
-    "32",
-    "--eval-subnets",
-    "2",
-    "--calib-images",
-    "64",
-    "--eval-bn",
-    "running",
-    "--no-progress",
-]
+TINY = tiny_flags(epochs=1, batch_size=32, calib_images=64, eval_bn="running")
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,9 @@ from stimulative.runtime.measure import forward_flops as count_flops
 from stimulative.tools.pareto import SubnetModule, pareto_front, pick_under_budget
 from stimulative.training.run_dir import RunDir
 
-TINY = [
-    "--epochs",
-    "1",
-    "--train-fraction",
-    "0.05",
-    "--batch-size",
-    "32",
-    "--eval-subnets",
-    "2",
-    "--calib-images",
-    "64",
-    "--eval-bn",
-    "running",
-    "--no-progress",
-]
+from ..tiny import tiny_flags
+
+TINY = tiny_flags(epochs=1, batch_size=32, calib_images=64, eval_bn="running")
 
 
 def test_pareto_front_keeps_the_non_dominated_points():

@@ -9,8 +9,9 @@ import torch
 
 from stimulative.cli import main as cli
 
-TINY = ["--train-fraction", "0.05", "--batch-size", "16", "--eval-subnets", "2", "--calib-images", "32",
-        "--eval-batch-size", "256", "--no-progress", "--device", "cpu"]  # fmt: skip
+from ..tiny import tiny_flags
+
+TINY = tiny_flags(eval_batch_size=256, device="cpu")
 
 
 def _interrupt_at_optimizer_step(n: int):
