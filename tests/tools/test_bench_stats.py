@@ -9,6 +9,7 @@ import pytest
 from stimulative.tools.bench_stats import (
     MIN_PAIRS_AT_CAP,
     Ratio,
+    any_undecided,
     open_on_few_pairs,
     paired_ratio,
     repeat_until_precise,
@@ -122,6 +123,12 @@ def test_open_on_few_pairs_names_undecided_or_wide_ratios_short_of_pairs() -> No
     assert not open_on_few_pairs([(met_narrow, 1.1, False)])
     assert not open_on_few_pairs([(Ratio(1.0, 0.95, 1.15, enough), 1.1, False)])
     assert not open_on_few_pairs([(Ratio(1.06, 0.92, 1.10, enough), 1.1, False)])
+
+
+def test_any_undecided_holds_whatever_the_pairs() -> None:
+    many = 10 * MIN_PAIRS_AT_CAP
+    assert any_undecided([(Ratio(0.97, 0.96, 0.99, many), 0.95, True), (Ratio(0.99, 0.94, 1.02, many), 0.95, True)])
+    assert not any_undecided([(Ratio(0.97, 0.96, 0.99, many), 0.95, True), (Ratio(0.9, 0.8, 0.94, 3), 0.95, True)])
 
 
 def test_once_per_round_computes_again_only_after_a_round() -> None:

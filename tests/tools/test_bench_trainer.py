@@ -74,15 +74,13 @@ def test_a_fast_trainer_meets_its_target() -> None:
     assert out["verdicts"]["st_over_ct_trainer_wall_over_flops"] == "missed"  # 3/1 over 2 = 1.5
 
 
-def test_a_trainer_undecided_at_the_cap_goes_on_to_its_minimum_pairs(monkeypatch) -> None:
-    """The CT trainer's epochs alternate 1.0 and 1.1 s against the bare loop's 1.0: its
-    ratio straddles 0.95 for ever. The clock is the CT epochs run (4 per round, the warm-up's
-    one first): past the cap of 16 (round 4), the rounds go on until the ratio has
-    MIN_PAIRS_AT_CAP pairs (12 rounds of 4 epochs), short of three times the cap."""
+def clocked_trainer(monkeypatch, ct_seconds, cap: float) -> dict:
+    """The bench of fake runs whose clock is the CT epochs run (4 per round, the warm-up's one
+    first); the CT trainer's n-th epoch takes ``ct_seconds(n)`` against the bare loop's 1.0,
+    the ST trainer's twice that (twice the FLOPs)."""
     from types import SimpleNamespace
 
     from stimulative.tools import bench_trainer as module
-    from stimulative.tools.bench_stats import MIN_PAIRS_AT_CAP
 
     calls: list[str] = []
 
@@ -90,14 +88,36 @@ def test_a_trainer_undecided_at_the_cap_goes_on_to_its_minimum_pairs(monkeypatch
     def start(kind: str):
         def epoch() -> tuple[list[float], float]:
             calls.append(kind)
-            seconds = {"ct": 1.0 + 0.1 * (calls.count("ct") % 2), "bare": 1.0, "st": 2.0}[kind]
+            ct = ct_seconds(calls.count("ct"))
+            seconds = {"ct": ct, "bare": 1.0, "st": 2 * ct}[kind]  # ST: CT's time per FLOP
             return [seconds / 4] * 4, seconds
 
         yield epoch
 
     monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: float(calls.count("ct"))))
-    out = bench_trainer(TrainerWork(epochs=4), "cpu", 16.0, lambda s: None, start, flops(4))
+    return bench_trainer(TrainerWork(epochs=4), "cpu", cap, lambda s: None, start, flops(4))
+
+
+def test_a_trainer_undecided_at_the_cap_goes_on_to_the_hard_cap(monkeypatch) -> None:
+    """CT epochs alternating 1.0 and 1.1 s: the ratio straddles 0.95 for ever. Past the cap of
+    10 (round 3) the rounds go on, past 48 pairs, until three times the cap (30: round 8)."""
+    out = clocked_trainer(monkeypatch, lambda n: 1.0 + 0.1 * (n % 2), cap=10.0)
     assert out["verdicts"]["ct_trainer_over_bare_steps"] == "undecided"
+    assert out["repeats"] == {"rounds": 8, "stopped_by": "hard_cap", "past_cap": 5}
+    long = clocked_trainer(monkeypatch, lambda n: 1.0 + 0.1 * (n % 2), cap=40.0)  # 48 pairs do not stop it
+    assert long["ratios"]["ct_trainer_over_bare_steps"]["pairs"] > 48
+    assert long["repeats"]["stopped_by"] == "hard_cap"
+
+
+def test_a_trainer_met_on_a_wide_interval_goes_on_to_its_minimum_pairs(monkeypatch) -> None:
+    """CT epochs alternating 0.75 and 1.0 s: the steps ratio is met (over 0.95 whatever the
+    resampling) on an interval wider than +-5 %, so past the cap of 16 (round 4) the rounds go
+    on until it has MIN_PAIRS_AT_CAP pairs (12 rounds of 4 epochs), short of the hard cap."""
+    from stimulative.tools.bench_stats import MIN_PAIRS_AT_CAP
+
+    out = clocked_trainer(monkeypatch, lambda n: 0.75 + 0.25 * (n % 2), cap=16.0)
+    assert out["verdicts"]["ct_trainer_over_bare_steps"] == "met"
+    assert out["ratios"]["ct_trainer_over_bare_steps"]["rel_half_width"] > 0.05
     assert out["ratios"]["ct_trainer_over_bare_steps"]["pairs"] == MIN_PAIRS_AT_CAP == 48
     assert out["repeats"] == {"rounds": 12, "stopped_by": "time_cap", "past_cap": 8}
 

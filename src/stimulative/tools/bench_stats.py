@@ -135,6 +135,13 @@ def open_on_few_pairs(judged: Iterable[tuple[Ratio, float, bool]]) -> bool:
     )
 
 
+def any_undecided(judged: Iterable[tuple[Ratio, float, bool]]) -> bool:
+    """Whether a ratio with a target (``(ratio, target, higher is better)``) is undecided,
+    whatever its pairs: the trainer's rule at the cap, its pairs being cheap (a quick round of
+    three epoch pairs takes about 7 s) and its ratios near their target (0.97-1.00 against 0.95)."""
+    return any(verdict(r, goal, higher) == "undecided" for r, goal, higher in judged)
+
+
 def once_per_round(compute: Callable[[], T], rounds: Callable[[], int]) -> Callable[[], T]:
     """``compute()`` again only when ``rounds()`` has changed: the stopping rule, its verdicts
     and the scheduling of a round all read the same bootstraps, which take a good part of a
