@@ -74,7 +74,13 @@ def test_ratios_are_those_of_the_measurements(results) -> None:
     e = results["models"]["resnet20"]
     times, flops, draws = e["step_seconds"], e["flops_per_draw"], e["draws"]
     assert e["repeats"]["rounds"] * draws == len(times["ct"]) >= 3 * draws
-    assert e["repeats"]["stopped_by"] in ("time_cap", "hard_cap")  # at 0.01 s, or 3x that for an open verdict
+    # at 0.01 s, or 3x that for an open verdict; or, on a quiet machine, by precision at the
+    # first round it may (3): then every step verdict is decided
+    stop = e["repeats"]["stopped_by"]
+    assert stop in ("time_cap", "hard_cap") or (
+        stop == "precision" and e["repeats"]["rounds"] == 3
+        and all(v != "undecided" for k, v in e["verdicts"].items() if k != "shared_eval_speedup")
+    )  # fmt: skip
     assert all(len(v) == len(times["ct"]) for v in times.values())
     assert e["default_step"] == {"1": "joint", "6": "per-subnet"}
 
