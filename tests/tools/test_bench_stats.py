@@ -7,7 +7,9 @@ import random
 import pytest
 
 from stimulative.tools.bench_stats import (
+    MIN_PAIRS,
     MIN_PAIRS_AT_CAP,
+    MIN_ROUNDS,
     Ratio,
     any_undecided,
     open_on_few_pairs,
@@ -77,9 +79,13 @@ def run_rule(noise: float, cap: float, decided=lambda: True, open_at_cap=None) -
     return {**out, "pairs": len(a)}
 
 
-def test_low_noise_stops_early_on_precision() -> None:
-    out = run_rule(noise=0.005, cap=100)
-    assert out == {"rounds": 3, "stopped_by": "precision", "pairs": 3}
+def test_low_noise_stops_early_on_precision_with_its_minimum_pairs() -> None:
+    """One pair a round: precise from the start, it stops when it has MIN_PAIRS (6) pairs; a
+    ratio of two pairs a round (two draws) stops at the first round it may, the third."""
+    assert run_rule(noise=0.005, cap=100) == {"rounds": MIN_PAIRS, "stopped_by": "precision", "pairs": MIN_PAIRS}
+    a: list[float] = []
+    two_a_round = repeat_until_precise(lambda: a.extend([1.5, 1.5]), lambda: [paired_ratio(a, a)], lambda: 0.0, 100)
+    assert two_a_round == {"rounds": MIN_ROUNDS, "stopped_by": "precision"} and len(a) == 6 == MIN_PAIRS
 
 
 def test_high_noise_stops_at_the_time_cap() -> None:
@@ -89,9 +95,9 @@ def test_high_noise_stops_at_the_time_cap() -> None:
 
 def test_a_precise_but_undecided_ratio_goes_on_until_decided_or_the_cap() -> None:
     calls = []
-    decided_from_round_5 = lambda: calls.append(1) or len(calls) >= 3  # noqa: E731  (asked from round 3 on)
-    assert run_rule(noise=0.005, cap=100, decided=decided_from_round_5) == {
-        "rounds": 5, "stopped_by": "precision", "pairs": 5}  # fmt: skip
+    decided_from_round_8 = lambda: calls.append(1) or len(calls) >= 3  # noqa: E731  (asked from round 6 on)
+    assert run_rule(noise=0.005, cap=100, decided=decided_from_round_8) == {
+        "rounds": 8, "stopped_by": "precision", "pairs": 8}  # fmt: skip
     never = run_rule(noise=0.005, cap=8, decided=lambda: False)
     assert never["stopped_by"] == "time_cap" and never["rounds"] == 8
 

@@ -76,7 +76,7 @@ from ..training.config import TrainConfig
 from ..training.steps import low_memory_step, training_step
 from .bench_eval_parts import eval_parts, module_seconds, perfect_seconds, prefixes
 from .bench_stats import (
-    MIN_PAIRS,
+    MIN_ROUNDS,
     REL_HALF_WIDTH,
     Ratio,
     median,
@@ -430,7 +430,7 @@ def _time_steps(
     def one_round() -> None:
         p = len(times[("ct", 0)]) // sizes.draws
         counts = (
-            counts_to_time(judged(), bool(asked_at_cap)) if p >= max(MIN_PAIRS, sizes.passes) else set(SUBNET_COUNTS)
+            counts_to_time(judged(), bool(asked_at_cap)) if p >= max(MIN_ROUNDS, sizes.passes) else set(SUBNET_COUNTS)
         )
         chain = [c for c in configs if c[0] == "ct" or c[1] in counts]
         for r in range(sizes.draws):
@@ -441,7 +441,7 @@ def _time_steps(
         log(f"  round {p + 1}: CT {sum(times[('ct', 0)][-sizes.draws :]):.3f} s over {sizes.draws} steps")
 
     with set_up_objects_frozen():  # the models' set-up is not collected in the timed rounds
-        for _ in range(max(0, sizes.passes - MIN_PAIRS)):  # a larger minimum than the stopping rule's own
+        for _ in range(max(0, sizes.passes - MIN_ROUNDS)):  # a larger minimum than the stopping rule's own
             one_round()
         start = time.perf_counter()
         stop = repeat_until_precise(
@@ -804,9 +804,10 @@ def repeated(
 
 def naive_needed(rounds: list[dict], ratios: Callable[[], dict[str, Ratio]], elapsed: float, time_cap: float) -> bool:
     """Whether the next round of the judged evaluation times the naive way: in the first
-    rounds, then while its speedup is unsettled (undecided against 5x, or wider than 5 %),
-    for half the cap at most; never again once left out, so its rounds are the first ones."""
-    if len(rounds) < MIN_PAIRS:
+    rounds, then while its speedup is unsettled (undecided against 5x, wider than 5 % or on
+    fewer than 6 pairs), for half the cap at most; never again once left out, so its rounds
+    are the first ones."""
+    if len(rounds) < MIN_ROUNDS:
         return True
     if "naive_seconds" not in rounds[-1] or elapsed >= time_cap / 2:
         return False
@@ -866,8 +867,9 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
         "(torch.profiler memory events)",
         "timing_method": "rounds of one step per (configuration, draw), configurations interleaved; ratios are "
         "medians of per-round ratios with a 95 % bootstrap interval, repeated until its half-width is within "
-        "5 % and, with a target, the interval is clear of it, or the time cap (a comparison with a target still "
-        "undecided or wider than 5 % goes on to 48 pairs, up to 3x the cap); after 3 rounds a round times only "
+        "5 % on at least 6 pairs and, with a target, the interval is clear of it, or the time cap (a comparison "
+        "with a target still undecided or wider than 5 % goes on to 48 pairs, up to 3x the cap; the trainer's "
+        "while undecided); after 3 rounds a round times only "
         "the configurations of verdicts still open: undecided or wider than 10 % (null where left out; pairs are "
         "the rounds that timed both); the set-up's objects frozen for the garbage collector during the rounds; "
         "one step = forward, loss, zero_grad, backward, optimizer.step()",
@@ -951,6 +953,10 @@ def targets_met(entry: dict) -> dict:
 
 
 def main(cfg: BenchConfig) -> dict:
+    # PyTorch's profiler (the CPU peak memory) logs its start, its stop and a failed GPU query
+    # ("ERROR: gpuGetDeviceCount failed") on stderr at every use, read at its first use; the
+    # level above its highest (USDT, 5) keeps the bench's log readable, unless the user set one
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     results = run_bench(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_table(results))
     if cfg.out:

@@ -20,7 +20,11 @@ T = TypeVar("T")
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 REL_HALF_WIDTH = 0.05  # stop when the interval's half-width is within 5 % of the ratio
-MIN_PAIRS = 3
+MIN_ROUNDS = 3  # before any stop
+# A ratio stops by precision on at least this many pairs: the range of n pairs holds their
+# median with probability 1 - 2 / 2**n, 97 % for 6 and 75 % for 3, and a bootstrap interval
+# of the median of 3 pairs (at most their range) is no 95 % interval.
+MIN_PAIRS = 6
 # At the time cap, a ratio with a target still open on fewer pairs than this goes on (up to
 # HARD_CAP_FACTOR times the cap): in the quick benches of this project's 2-core machines,
 # 14 to 18 pairs of resnet50_cifar's steps gave intervals of +-8 to 13 % (the same verdict
@@ -98,16 +102,16 @@ def repeat_until_precise(
     of ``current()`` is within :data:`REL_HALF_WIDTH` and ``decided()`` (every target's
     interval clear of it: a ratio within 5 % of its target needs more than 5 % precision to
     give the same verdict twice), or ``elapsed()`` passes ``time_cap`` (at least
-    :data:`MIN_PAIRS` rounds) and ``open_at_cap()`` is false (:func:`open_on_few_pairs`),
+    :data:`MIN_ROUNDS` rounds) and ``open_at_cap()`` is false (:func:`open_on_few_pairs`),
     or passes :data:`HARD_CAP_FACTOR` times the cap. Returns why it stopped and after how
     many rounds (``past_cap``: the rounds run after the cap for ``open_at_cap``)."""
     rounds, at_cap = 0, None
     while True:
         one_round()
         rounds += 1
-        if rounds >= MIN_PAIRS and precise_enough(current()) and decided():
+        if rounds >= MIN_ROUNDS and precise_enough(current()) and decided():
             return _stopped(rounds, "precision", at_cap)
-        if rounds >= MIN_PAIRS and elapsed() >= time_cap:
+        if rounds >= MIN_ROUNDS and elapsed() >= time_cap:
             at_cap = rounds if at_cap is None else at_cap
             if not open_at_cap():
                 return _stopped(rounds, "time_cap", at_cap)
