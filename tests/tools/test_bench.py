@@ -293,3 +293,20 @@ def test_the_naive_way_leaves_the_evaluation_rounds_when_it_cannot_help(monkeypa
     # without a judge (no target) the naive way is timed in every round
     plain = repeated(measure, 0.05, 0)
     assert plain["repeats"]["naive_rounds"] == plain["repeats"]["rounds"]
+
+
+def test_a_settled_speedup_still_gets_its_minimum_pairs_within_the_cap() -> None:
+    """A steady 8x speedup is settled after 3 rounds, when half the cap has passed: the naive
+    way is timed on until the speedup has MIN_PAIRS pairs, within the cap; beyond the cap not."""
+    from stimulative.tools.bench import naive_needed
+    from stimulative.tools.bench_stats import MIN_PAIRS, MIN_ROUNDS, paired_ratio
+
+    def needed(rounds_done: int, elapsed: float) -> bool:
+        rounds = [{"naive_seconds": 8.0, "shared_seconds": 1.0}] * rounds_done
+        speedup = paired_ratio([8.0] * rounds_done, [1.0] * rounds_done)
+        return naive_needed(rounds, lambda: {"speedup": speedup}, elapsed, time_cap=100.0)
+
+    assert needed(MIN_ROUNDS - 1, 150.0)  # the first rounds whatever the clock
+    assert needed(MIN_ROUNDS, 60.0) and needed(MIN_PAIRS - 1, 99.0)  # past half the cap, short of 6 pairs
+    assert not needed(MIN_PAIRS - 1, 100.0)  # at the cap
+    assert not needed(MIN_PAIRS, 10.0)  # 6 pairs, settled: the rest of the rounds go to the walk

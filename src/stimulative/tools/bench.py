@@ -76,6 +76,7 @@ from ..training.config import TrainConfig
 from ..training.steps import low_memory_step, training_step
 from .bench_eval_parts import eval_parts, module_seconds, perfect_seconds, prefixes
 from .bench_stats import (
+    MIN_PAIRS,
     MIN_ROUNDS,
     REL_HALF_WIDTH,
     Ratio,
@@ -804,15 +805,18 @@ def repeated(
 
 def naive_needed(rounds: list[dict], ratios: Callable[[], dict[str, Ratio]], elapsed: float, time_cap: float) -> bool:
     """Whether the next round of the judged evaluation times the naive way: in the first
-    rounds, then while its speedup is unsettled (undecided against 5x, wider than 5 % or on
-    fewer than 6 pairs), for half the cap at most; never again once left out, so its rounds
-    are the first ones."""
+    rounds; then until its speedup has 6 pairs (a 95 % interval), within the cap; then while
+    the speedup is unsettled (undecided against 5x, or wider than 5 %), for half the cap at
+    most. Never again once left out, so its rounds are the first ones."""
     if len(rounds) < MIN_ROUNDS:
         return True
-    if "naive_seconds" not in rounds[-1] or elapsed >= time_cap / 2:
+    if "naive_seconds" not in rounds[-1]:
         return False
+    if len(rounds) < MIN_PAIRS:
+        return elapsed < time_cap
     speedup = ratios()["speedup"]
-    return verdict(speedup, SHARED_EVAL_TARGET, True) == "undecided" or not precise_enough([speedup])
+    unsettled = verdict(speedup, SHARED_EVAL_TARGET, True) == "undecided" or not precise_enough([speedup])
+    return unsettled and elapsed < time_cap / 2
 
 
 def _round_ratios(rounds: list[dict], seed: int) -> dict[str, Ratio]:
