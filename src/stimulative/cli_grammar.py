@@ -1,7 +1,7 @@
 """What every ``stimulative`` command shares: the parser class (no abbreviations, one-line
 errors with "did you mean"), the train flags grouped by the configuration's sections, the
 flags a training mode ignores, the YAML keys checked all at once, and the --device and
-folder checks. cli.py builds the commands from these."""
+folder checks. cli_parser.py builds the commands from these."""
 
 from __future__ import annotations
 

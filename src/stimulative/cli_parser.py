@@ -94,8 +94,8 @@ def _bench(sub: Subcommands) -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smaller batches and images, a smaller evaluated space, 3-epoch trainer runs (about 15 minutes on 2 "
-        "CPU cores; the full bench about 35)",
+        help="smaller batches and images, a smaller evaluated space, 3-epoch trainer runs (6-16 minutes on 2 "
+        "CPU cores; the full bench 22-36)",
     )
     p.add_argument("--out", default="", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
