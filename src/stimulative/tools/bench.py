@@ -873,10 +873,10 @@ def bench_header(cfg: BenchConfig, device: torch.device) -> dict:
         "medians of per-round ratios with a 95 % bootstrap interval, repeated until its half-width is within "
         "5 % on at least 6 pairs and, with a target, the interval is clear of it, or the time cap (a comparison "
         "with a target still undecided or wider than 5 % goes on to 48 pairs, up to 3x the cap; the trainer's "
-        "while undecided); after 3 rounds a round times only "
-        "the configurations of verdicts still open: undecided or wider than 10 % (null where left out; pairs are "
-        "the rounds that timed both); the set-up's objects frozen for the garbage collector during the rounds; "
-        "one step = forward, loss, zero_grad, backward, optimizer.step()",
+        "while undecided); after 3 rounds a round times only the configurations of verdicts still open: "
+        "undecided or wider than 10 % (null where left out; pairs are the rounds that timed both); the set-up's "
+        "objects frozen for the garbage collector during the rounds; one step = forward, loss, zero_grad, "
+        "backward, optimizer.step()",
         "targets": {
             "wall_over_flops_max": WALL_OVER_FLOPS_TARGET,
             "shared_eval_speedup_min": SHARED_EVAL_TARGET,

@@ -327,7 +327,7 @@ def bench_trainer(
         lambda: [r for k, r in ratios().items() if k in TARGETS],
         lambda: time.perf_counter() - clock,
         time_cap,
-        decided=lambda: "undecided" not in trainer_verdicts(ratios()).values(),
+        decided=lambda: not any_undecided(judged(ratios())),
         open_at_cap=lambda: open_at_cap(ratios()),
     )
     return trainer_report(runs, flops, stop, work)
@@ -340,12 +340,16 @@ TARGETS = {  # ratio: (target, higher is better); the others are reported withou
 }
 
 
+def judged(ratios: dict[str, Ratio]) -> list[tuple[Ratio, float, bool]]:
+    """The ratios with a target: ``(ratio, target, higher is better)``."""
+    return [(ratios[k], *goal) for k, goal in TARGETS.items()]
+
+
 def open_at_cap(ratios: dict[str, Ratio]) -> bool:
     """At the time cap the rounds go on (up to the hard cap) while a verdict is undecided,
     whatever its pairs, or decided on fewer than 48 pairs by an interval wider than +-5 %: in
     a quick bench, 57 pairs of whole epochs left 0.99 [0.94, 1.02] undecided at the cap."""
-    judged = [(ratios[k], *goal) for k, goal in TARGETS.items()]
-    return any_undecided(judged) or open_on_few_pairs(judged)
+    return any_undecided(judged(ratios)) or open_on_few_pairs(judged(ratios))
 
 
 def trainer_verdicts(ratios: dict[str, Ratio]) -> dict[str, str]:
